@@ -1,0 +1,1 @@
+"""Data: annotation lists, frame sampling, decoding, transforms, datasets and datamodules."""

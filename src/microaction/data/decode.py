@@ -1,0 +1,109 @@
+"""Decoding of the sampled frames of a clip with PyAV.
+
+MA-52 clips are H.264 with typically a single keyframe, so reaching frame k
+means decoding every frame before it. We therefore (1) demux the video stream's
+packets once, which is cheap and gives the frame count without trusting the
+header, (2) decode only up to the last frame we need, and (3) convert (colour
+and scale, in one swscale call) only the frames we keep.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import av
+import numpy as np
+
+
+class DecodeError(RuntimeError):
+    """A clip that cannot be decoded into the frames asked for."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def _scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    if not short_side:
+        return width, height
+    if width <= height:
+        return short_side, max(1, round(height * short_side / width))
+    return max(1, round(width * short_side / height)), short_side
+
+
+def read_frames(
+    path: str | Path,
+    choose_indices: Callable[[int], np.ndarray],
+    short_side: int | None = None,
+    threads: int = 1,
+) -> np.ndarray:
+    """Decode the frames ``choose_indices(num_frames)`` picks; returns uint8 [T, H, W, 3].
+
+    ``num_frames`` is the number of video packets in the file. If the decoder
+    then delivers fewer frames (a truncated or damaged stream), indices are
+    chosen again from the number it did deliver, so nothing beyond the real end
+    is ever returned.
+    """
+    path = Path(path)
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.video:
+                raise DecodeError(path, "no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO" if threads > 1 else "SLICE"
+            stream.codec_context.thread_count = threads
+            packets = [p for p in container.demux(stream) if p.size > 0]
+            if not packets:
+                raise DecodeError(path, "video stream has no packets")
+            frames, decoded = _decode(stream, packets, choose_indices(len(packets)), short_side)
+            if frames is None:
+                # Fewer frames than packets: choose again within what exists.
+                if decoded == 0:
+                    raise DecodeError(path, "no frame could be decoded")
+                frames, _ = _decode(stream, packets, choose_indices(decoded), short_side)
+                if frames is None:
+                    raise DecodeError(path, "decoder output changed between two passes")
+            return frames
+    except DecodeError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, EOFError) as err:
+        raise DecodeError(path, f"{type(err).__name__}: {err}") from err
+
+
+def _decode(stream, packets, indices: np.ndarray, short_side: int | None):
+    """Decode in order until ``max(indices)``; None plus the count if the stream ends first."""
+    indices = np.asarray(indices, dtype=np.int64)
+    last = int(indices.max())
+    wanted = set(indices.tolist())
+    kept: dict[int, np.ndarray] = {}
+    codec = stream.codec_context
+    codec.flush_buffers()
+    n = 0
+
+    def take(frame) -> None:
+        nonlocal n
+        if n in wanted:
+            w, h = _scaled_size(frame.width, frame.height, short_side)
+            kept[n] = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+        n += 1
+
+    for packet in packets:
+        try:
+            out = codec.decode(packet)
+        except av.InvalidDataError:
+            # A damaged packet: the frames decoded so far remain valid.
+            continue
+        for frame in out:
+            take(frame)
+            if n > last:
+                return np.stack([kept[i] for i in indices.tolist()]), n
+    try:
+        for frame in codec.decode(None):
+            take(frame)
+            if n > last:
+                return np.stack([kept[i] for i in indices.tolist()]), n
+    except av.FFmpegError:
+        pass
+    return None, n

@@ -1,0 +1,105 @@
+"""Config helpers shared by train.py and eval.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def safe_dirname(text: str, max_len: int = 120) -> str:
+    """A sweep job's overrides as one folder name: no path separators, bounded length."""
+    text = re.sub(r"[/\\:\s]+", "_", str(text)).strip("_") or "default"
+    return text[:max_len]
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("safe_dirname"):
+        OmegaConf.register_new_resolver("safe_dirname", safe_dirname)
+
+
+def print_config(cfg: DictConfig, path: Path | None = None) -> None:
+    """Print the composed config as a rich tree; save the resolved YAML beside the run."""
+    import rich
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        branch = tree.add(str(key))
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+
+
+def save_resolved_config(cfg: DictConfig, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "config_resolved.yaml"
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def wandb_has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def sweep_identity() -> tuple[str | None, str | None]:
+    """(sweep folder name, job folder name) when running under a Hydra multirun."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None, None
+    if hc.mode != RunMode.MULTIRUN:
+        return None, Path(hc.runtime.output_dir).name
+    return Path(hc.sweep.dir).name, Path(hc.runtime.output_dir).name
+
+
+def instantiate_dict(section: DictConfig | None, what: str) -> list[Any]:
+    """Instantiate each named entry (``{name: {_target_: ...}}``) of a config section."""
+    from hydra.utils import instantiate
+
+    objects: list[Any] = []
+    if not section:
+        return objects
+    if not isinstance(section, DictConfig):
+        raise TypeError(f"{what} config must be a mapping of named entries, got {type(section).__name__}")
+    for name, entry in section.items():
+        if isinstance(entry, DictConfig) and "_target_" in entry:
+            objects.append(instantiate(entry))
+            log.info("%s: %s", what, name)
+    return objects
+
+
+def instantiate_loggers(section: DictConfig | None) -> list[Any]:
+    """Like ``instantiate_dict``, filling W&B's group/name/offline from the sweep."""
+    if not section:
+        return []
+    section = section.copy()
+    for name, entry in section.items():
+        if isinstance(entry, DictConfig) and str(entry.get("_target_", "")).endswith("WandbLogger"):
+            group, job = sweep_identity()
+            OmegaConf.set_struct(entry, False)
+            if entry.get("group") is None and group:
+                entry.group = group
+            if entry.get("name") is None and job:
+                entry.name = job
+            if entry.get("offline") is None:
+                entry.offline = not wandb_has_credentials()
+                if entry.offline:
+                    log.info("W&B: no API key configured, logging offline (upload later with `wandb sync`)")
+    return instantiate_dict(section, "logger")
