@@ -286,6 +286,31 @@ def test_truncated_faststart_clip_decodes_only_existing_frames(tmp_path, markers
     assert max(ids) < real
 
 
+def test_damaged_packet_mid_clip_keeps_decoding(marker_clip, markers):
+    """A packet the decoder rejects is skipped; the frames after it still come back
+    (by decode order), and only frames that were written."""
+    n = 20
+    path = marker_clip(num_frames=n)
+    with av.open(str(path)) as c:
+        spans = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    assert len(spans) == n
+    data = bytearray(path.read_bytes())
+    pos, size = spans[10]
+    data[pos : pos + size] = b"\x00" * size
+    path.write_bytes(bytes(data))
+    real = _decodable_frames(path)
+    assert n // 2 < real < n
+
+    rec = Recorder(lambda k: np.arange(k))
+    frames = read_frames(path, rec)
+    assert rec.calls == [n, real]
+    ids = markers.read(frames, n)
+    assert len(ids) == real
+    assert ids[:10] == list(range(10))
+    assert all(a < b for a, b in zip(ids, ids[1:]))
+    assert ids[-1] == n - 1  # decoding went on past the damage
+
+
 def test_zero_byte_file(tmp_path):
     path = tmp_path / "empty.mp4"
     path.write_bytes(b"")

@@ -99,6 +99,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module.score_test = dm.hparams.test_has_labels
     callbacks = instantiate_dict(cfg.get("callbacks"), "callback")
     loggers = instantiate_loggers(cfg.get("logger"))
+    if not loggers:
+        # it has nowhere to write and Lightning refuses it without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

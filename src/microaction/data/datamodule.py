@@ -72,11 +72,13 @@ class MA52DataModule(L.LightningDataModule):
     # --- lifecycle -------------------------------------------------------------------
     def prepare_data(self) -> None:
         if self.hparams.generate:
+            if self.root is None:
+                raise ValueError(f"data.root is not set: where should data.generate={self.hparams.generate!r} write?")
             _generators()[self.hparams.generate](self.root, **(self.hparams.generate_kwargs or {}))
 
     def check_layout(self, splits: Sequence[str]) -> None:
         """Fail fast, naming the path, if ``root`` or a list file is absent."""
-        if self.root is None or str(self.root) in ("", "???"):
+        if self.root is None:
             raise ValueError(f"data.root is not set: point it at the dataset root.\n{LAYOUT_HELP}")
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root does not exist: {self.root}\n{LAYOUT_HELP}")

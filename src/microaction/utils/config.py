@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import hashlib
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +15,38 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
-def safe_dirname(text: str, max_len: int = 120) -> str:
-    """A sweep job's overrides as one folder name: no path separators, bounded length."""
+def safe_dirname(text: str, max_len: int = 150) -> str:
+    """Text as one folder name: no path separators; if too long, cut with a hash so names stay distinct."""
     text = re.sub(r"[/\\:\s]+", "_", str(text)).strip("_") or "default"
-    return text[:max_len]
+    if len(text) > max_len:
+        text = f"{text[: max_len - 9]}~{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return text
+
+
+def swept_keys(argv: list[str] | None = None) -> set[str]:
+    """Keys the command line sweeps over (``loss.alpha=0,1``, ``seed=range(3)``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception:  # not our job to report a bad command line; Hydra does
+        return set()
+    return {o.key_or_group for o in parsed if o.is_sweep_override()}
+
+
+def sweep_job_dirname(task_overrides) -> str:
+    """A sweep job's folder name: the values of the swept keys, e.g. ``loss.alpha=0.1``
+    (all of the job's overrides when nothing is swept)."""
+    overrides = [str(o) for o in task_overrides]
+    swept = swept_keys()
+    chosen = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept] if swept else overrides
+    return safe_dirname(",".join(chosen))
 
 
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("safe_dirname"):
-        OmegaConf.register_new_resolver("safe_dirname", safe_dirname)
+    if not OmegaConf.has_resolver("sweep_job_dirname"):
+        OmegaConf.register_new_resolver("sweep_job_dirname", sweep_job_dirname)
 
 
 def print_config(cfg: DictConfig, path: Path | None = None) -> None:
