@@ -3,8 +3,10 @@
 Every residual block gets, on its residual branch before the first conv, an
 optional squeeze-and-excitation followed by an optional temporal shift; the
 shortcut is untouched. ``se=True, shift=True`` is MANet, ``shift=True`` alone
-is TSM, neither is TSN. The head works per frame and averages over the T
-frames: a classifier, plus an embedding branch used by the label-embedding loss.
+is TSM, neither is TSN; ``interlace=True`` puts TIN's learned temporal
+interlacing where the shift would be (TIN). The head works per frame and
+averages over the T frames: a classifier, plus an embedding branch used by the
+label-embedding loss.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import torch
 import torch.nn as nn
 from torchvision.models import resnet
 
+from .heads import ClipHead
 from .registry import register_model
 from .squeeze_excite import SqueezeExcite
+from .temporal_interlace import TemporalInterlace
 from .temporal_shift import TemporalShift
 
 log = logging.getLogger(__name__)
@@ -31,7 +35,7 @@ _RESNETS = {
 
 
 class ResidualPrefix(nn.Module):
-    """SE then temporal shift, then the block's original first conv."""
+    """SE then temporal shift (or interlacing), then the block's original first conv."""
 
     def __init__(self, conv: nn.Conv2d, se: nn.Module | None, shift: nn.Module | None):
         super().__init__()
@@ -47,28 +51,6 @@ class ResidualPrefix(nn.Module):
         return self.conv(x)
 
 
-class ClipHead(nn.Module):
-    """Per-frame pooled features -> classifier and embedding branches, averaged over T."""
-
-    def __init__(self, in_features: int, num_classes: int, dropout: float, embed_dim: int | None, embed_hidden: int):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_features, num_classes)
-        self.embed = (
-            nn.Sequential(nn.Linear(in_features, embed_hidden), nn.Tanh(), nn.Linear(embed_hidden, embed_dim))
-            if embed_dim
-            else None
-        )
-
-    def forward(self, feats: torch.Tensor, num_segments: int) -> dict[str, torch.Tensor]:
-        feats = self.dropout(feats)
-        n = feats.shape[0] // num_segments
-        out = {"logits": self.fc(feats).view(n, num_segments, -1).mean(1)}
-        if self.embed is not None:
-            out["embedding"] = self.embed(feats).view(n, num_segments, -1).mean(1)
-        return out
-
-
 class TemporalResNet(nn.Module):
     """Input [N, T, 3, H, W] -> ``{"logits": [N, K], "embedding": [N, D]}``."""
 
@@ -81,12 +63,16 @@ class TemporalResNet(nn.Module):
         se: bool = True,
         shift_div: int = 8,
         se_ratio: int = 4,
+        interlace: bool = False,
+        interlace_div: int = 4,
         dropout: float = 0.5,
         embed_dim: int | None = 300,
         embed_hidden: int = 300,
         pretrained: bool | str = False,
     ):
         super().__init__()
+        if shift and interlace:
+            raise ValueError("model.shift and model.interlace both fill the temporal slot of a block; choose one")
         if depth not in _RESNETS:
             raise ValueError(f"model.depth={depth}: choose one of {sorted(_RESNETS)}")
         self.num_segments = num_segments
@@ -96,11 +82,12 @@ class TemporalResNet(nn.Module):
         for stage in (net.layer1, net.layer2, net.layer3, net.layer4):
             for block in stage:
                 channels = block.conv1.in_channels
-                block.conv1 = ResidualPrefix(
-                    block.conv1,
-                    SqueezeExcite(channels, se_ratio) if se else None,
-                    TemporalShift(num_segments, shift_div) if shift else None,
-                )
+                temporal = None
+                if shift:
+                    temporal = TemporalShift(num_segments, shift_div)
+                elif interlace:
+                    temporal = TemporalInterlace(channels, num_segments, interlace_div)
+                block.conv1 = ResidualPrefix(block.conv1, SqueezeExcite(channels, se_ratio) if se else None, temporal)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.num_features = net.fc.in_features
@@ -145,12 +132,12 @@ def _load_imagenet(net: nn.Module, depth: int, pretrained: bool | str) -> None:
     log.info("ResNet-%d: ImageNet weights loaded from %s", depth, source)
 
 
-def _variant(shift: bool, se: bool):
+def _variant(shift: bool, se: bool, interlace: bool = False):
     def build(**kwargs) -> TemporalResNet:
-        for key in ("shift", "se"):
+        for key in ("shift", "se", "interlace"):
             if key in kwargs:
-                raise TypeError(f"model.{key} is fixed by the model name; use model=manet/tsm/tsn")
-        return TemporalResNet(shift=shift, se=se, **kwargs)
+                raise TypeError(f"model.{key} is fixed by the model name; use model=manet/tsm/tsn/tin")
+        return TemporalResNet(shift=shift, se=se, interlace=interlace, **kwargs)
 
     return build
 
@@ -158,4 +145,5 @@ def _variant(shift: bool, se: bool):
 register_model("manet")(_variant(shift=True, se=True))
 register_model("tsm")(_variant(shift=True, se=False))
 register_model("tsn")(_variant(shift=False, se=False))
+register_model("tin")(_variant(shift=False, se=False, interlace=True))
 register_model("temporal_resnet")(TemporalResNet)

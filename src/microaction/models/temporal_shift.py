@@ -15,6 +15,15 @@ def temporal_shift(x: torch.Tensor, num_segments: int, fold_div: int = 8) -> tor
         raise ValueError(f"batch of {nt} frames is not a multiple of num_segments={num_segments}")
     x = x.view(nt // num_segments, num_segments, c, h, w)
     fold = c // fold_div
+    if x.is_contiguous():
+        # One concatenation writes the output once and its backward only splits the gradient: about
+        # 2x faster (forward + backward, CPU) than zero-filling and assigning slices.
+        pad = x.new_zeros(x.shape[0], 1, fold, h, w)
+        back = torch.cat((x[:, 1:, :fold], pad), dim=1)
+        forward = torch.cat((pad, x[:, :-1, fold : 2 * fold]), dim=1)
+        return torch.cat((back, forward, x[:, :, 2 * fold :]), dim=2).view(nt, c, h, w)
+    # channels_last: zeros_like keeps the input's layout, where a cat would return NCHW and make the
+    # next convolution convert it back
     out = torch.zeros_like(x)
     out[:, :-1, :fold] = x[:, 1:, :fold]
     out[:, 1:, fold : 2 * fold] = x[:, :-1, fold : 2 * fold]
