@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import lightning as L
 import torch
@@ -14,15 +14,11 @@ from torch.utils.data import DataLoader
 from ..classes import NUM_FINE
 from .annotations import LAYOUT_HELP, list_path, read_label_names
 from .dataset import MA52Dataset, collate_skipping
+from .samplers import UnpaddedDistributedSampler
+from .generators import get_generator
 from .transforms import CenterCrop, MultiScaleCrop, normalize
 
 log = logging.getLogger(__name__)
-
-
-def _generators() -> dict[str, Any]:
-    from .quickstart import write_quickstart
-
-    return {"quickstart": write_quickstart}
 
 
 def default_num_workers() -> int:
@@ -55,6 +51,7 @@ class MA52DataModule(L.LightningDataModule):
         prefetch_factor: int | None = 2,
         on_decode_error: str = "skip",
         decode_threads: int = 1,
+        manifest: str | bool | None = "auto",
         test_has_labels: bool = False,
         num_classes: int = NUM_FINE,
         generate: str | None = None,
@@ -66,15 +63,15 @@ class MA52DataModule(L.LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.datasets: dict[str, MA52Dataset] = {}
         self.label_names: list[str] | None = None
-        if generate is not None and generate not in _generators():
-            raise ValueError(f"data.generate={generate!r}: unknown generator, choose from {sorted(_generators())}")
+        if generate is not None:
+            get_generator(generate)  # an unknown name fails here, before any work
 
     # --- lifecycle -------------------------------------------------------------------
     def prepare_data(self) -> None:
         if self.hparams.generate:
             if self.root is None:
                 raise ValueError(f"data.root is not set: where should data.generate={self.hparams.generate!r} write?")
-            _generators()[self.hparams.generate](self.root, **(self.hparams.generate_kwargs or {}))
+            get_generator(self.hparams.generate)(self.root, **(self.hparams.generate_kwargs or {}))
 
     def check_layout(self, splits: Sequence[str]) -> None:
         """Fail fast, naming the path, if ``root`` or a list file is absent."""
@@ -114,16 +111,28 @@ class MA52DataModule(L.LightningDataModule):
             on_decode_error=hp.on_decode_error,
             decode_threads=hp.decode_threads,
             num_classes=hp.num_classes,
+            manifest=hp.manifest,
         )
 
     # --- loaders ---------------------------------------------------------------------
+    def _eval_sampler(self, split: str) -> UnpaddedDistributedSampler | None:
+        """Under DDP, val/test clips split over ranks without the padding duplicates of Lightning's
+        default sampler, so every clip is scored exactly once; None (Lightning's choice) otherwise."""
+        trainer = getattr(self, "trainer", None)
+        kwargs = getattr(trainer, "distributed_sampler_kwargs", None) if trainer is not None else None
+        if split == "train" or not kwargs or kwargs.get("num_replicas", 1) <= 1:
+            return None
+        return UnpaddedDistributedSampler(self.datasets[split], kwargs["num_replicas"], kwargs["rank"])
+
     def _loader(self, split: str, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
         workers = self.num_workers
+        sampler = self._eval_sampler(split)
         pin = torch.cuda.is_available() if self.hparams.pin_memory is None else self.hparams.pin_memory
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             pin_memory=pin,
             drop_last=drop_last,

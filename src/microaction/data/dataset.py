@@ -14,6 +14,7 @@ from torch.utils.data import Dataset, default_collate
 from ..classes import NUM_FINE, class_table
 from .annotations import LAYOUT_HELP, list_path, read_list, video_dir
 from .decode import DecodeError, read_frames
+from .manifest import read_manifest, resolve_manifest
 from .sampling import segment_indices
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class MA52Dataset(Dataset):
         on_decode_error: str = "skip",
         decode_threads: int = 1,
         num_classes: int = NUM_FINE,
+        manifest: str | Path | bool | None = None,
     ):
         if on_decode_error not in DECODE_ERROR_MODES:
             raise ValueError(f"on_decode_error must be one of {DECODE_ERROR_MODES}, got {on_decode_error!r}")
@@ -56,6 +58,14 @@ class MA52Dataset(Dataset):
         self.video_root = video_dir(self.root, split)
         self._check_files()
         self._coarse = class_table().fine_to_coarse
+        # name -> (frame count, file size) from prepare_ma52's manifest ("auto": <root>/manifest.csv).
+        self.manifest_path = resolve_manifest(self.root, manifest)
+        self._known: dict[str, tuple[int, int]] = {}
+        if self.manifest_path is not None:
+            rows = read_manifest(self.manifest_path)
+            self._known = {n: (i.frames, i.bytes) for (s, n), i in rows.items() if s == split}
+            log.info("split %s: frame counts of %d/%d clips from %s", split,
+                     sum(r.name in self._known for r in self.records), len(self.records), self.manifest_path)
 
     def _check_files(self) -> None:
         if not self.video_root.is_dir():
@@ -71,6 +81,16 @@ class MA52Dataset(Dataset):
                 f"{len(missing)} of {len(self.records)} videos listed for split '{self.split}' "
                 f"are missing:\n{shown}{more}\n{LAYOUT_HELP}"
             )
+
+    def _known_frames(self, name: str, path: Path) -> int | None:
+        known = self._known.get(name)
+        if known is None:
+            return None
+        try:
+            # A file replaced after the manifest was written no longer matches its size.
+            return known[0] if path.stat().st_size == known[1] else None
+        except OSError:
+            return None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -89,6 +109,7 @@ class MA52Dataset(Dataset):
                 lambda n: segment_indices(n, self.num_segments, self.train, rng),
                 short_side=self.short_side,
                 threads=self.decode_threads,
+                num_frames=self._known_frames(rec.name, path),
             )
         except DecodeError as err:
             if self.on_decode_error == "raise":

@@ -38,22 +38,29 @@ def read_frames(
     choose_indices: Callable[[int], np.ndarray],
     short_side: int | None = None,
     threads: int = 1,
+    num_frames: int | None = None,
 ) -> np.ndarray:
     """Decode the frames ``choose_indices(num_frames)`` picks; returns uint8 [T, H, W, 3].
 
-    ``num_frames`` is the number of video packets in the file. If the decoder
-    then delivers fewer frames (a truncated or damaged stream), indices are
-    chosen again from the number it did deliver, so nothing beyond the real end
-    is ever returned.
+    ``num_frames`` is the clip's frame count when known (from a manifest); the
+    file is then read only up to the last frame needed. Otherwise it is the
+    number of video packets in the file. If the decoder then delivers fewer
+    frames (a truncated or damaged stream, a stale manifest), indices are chosen
+    again from the number it did deliver, so nothing beyond the real end is
+    ever returned.
     """
     path = Path(path)
     try:
+        if num_frames:
+            with av.open(str(path), mode="r") as container:
+                stream = _video_stream(container, path, threads)
+                packets = (p for p in container.demux(stream) if p.size > 0)
+                frames, _ = _decode(stream, packets, choose_indices(num_frames), short_side)
+            if frames is not None:
+                return frames
+            # The count was wrong for this file: count the real frames below.
         with av.open(str(path), mode="r") as container:
-            if not container.streams.video:
-                raise DecodeError(path, "no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO" if threads > 1 else "SLICE"
-            stream.codec_context.thread_count = threads
+            stream = _video_stream(container, path, threads)
             packets = [p for p in container.demux(stream) if p.size > 0]
             if not packets:
                 raise DecodeError(path, "video stream has no packets")
@@ -72,21 +79,45 @@ def read_frames(
         raise DecodeError(path, f"{type(err).__name__}: {err}") from err
 
 
+def _video_stream(container, path: Path, threads: int):
+    if not container.streams.video:
+        raise DecodeError(path, "no video stream")
+    stream = container.streams.video[0]
+    # One thread per DataLoader worker by default: workers already fill the cores.
+    stream.thread_type = "AUTO" if threads > 1 else "SLICE"
+    stream.codec_context.thread_count = threads
+    return stream
+
+
 def _decode(stream, packets, indices: np.ndarray, short_side: int | None):
     """Decode in order until ``max(indices)``; None plus the count if the stream ends first."""
     indices = np.asarray(indices, dtype=np.int64)
     last = int(indices.max())
-    wanted = set(indices.tolist())
-    kept: dict[int, np.ndarray] = {}
+    slots: dict[int, list[int]] = {}
+    for slot, i in enumerate(indices.tolist()):
+        slots.setdefault(i, []).append(slot)
+    result: np.ndarray | None = None
     codec = stream.codec_context
     codec.flush_buffers()
     n = 0
 
     def take(frame) -> None:
-        nonlocal n
-        if n in wanted:
+        nonlocal n, result
+        if n in slots:
             w, h = _scaled_size(frame.width, frame.height, short_side)
-            kept[n] = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+            # One swscale call for colour and size; at the cache size there is nothing to scale,
+            # and not asking for a size keeps swscale on its unscaled fast path.
+            if (w, h) == (frame.width, frame.height):
+                rgb = frame.reformat(format="rgb24")
+            else:
+                rgb = frame.reformat(width=w, height=h, format="rgb24")
+            if result is None:
+                result = np.empty((len(indices), h, w, 3), np.uint8)
+            # Copy straight from swscale's buffer into the output: one copy per frame, not two.
+            plane = rgb.planes[0]
+            view = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, : 3 * w].reshape(h, w, 3)
+            for slot in slots[n]:
+                result[slot] = view
         n += 1
 
     for packet in packets:
@@ -98,12 +129,12 @@ def _decode(stream, packets, indices: np.ndarray, short_side: int | None):
         for frame in out:
             take(frame)
             if n > last:
-                return np.stack([kept[i] for i in indices.tolist()]), n
+                return result, n
     try:
         for frame in codec.decode(None):
             take(frame)
             if n > last:
-                return np.stack([kept[i] for i in indices.tolist()]), n
+                return result, n
     except av.FFmpegError:
         pass
     return None, n
