@@ -6,9 +6,10 @@ Sweeps: `python train.py -m loss.alpha=0,0.1,1,2,5,10`. See conf/train.yaml.
 import hydra
 from omegaconf import DictConfig
 
-from microaction.utils.config import register_resolvers
+from microaction.utils.config import export_swept_keys, register_resolvers
 
 register_resolvers()
+export_swept_keys()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

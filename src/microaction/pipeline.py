@@ -9,12 +9,15 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from . import reports
 from .classes import class_table
 from .data.datamodule import MA52DataModule
+from .metrics import coarse_confusion
 from .tasks import MicroActionRecognition
+from .utils import distributed
 from .utils.config import instantiate_dict, instantiate_loggers, print_config, save_resolved_config
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,13 @@ def _finish_wandb() -> None:
 def _resolve_ckpt(ckpt_path: str | None, out_dir: Path) -> str | None:
     if ckpt_path in (None, ""):
         return None
+    if ckpt_path == "auto":
+        # a reused run folder (explicit hydra.run.dir, a requeued cluster job) continues where it stopped
+        last = out_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            log.info("resuming from %s (ckpt_path=auto; ckpt_path=null starts anew)", last)
+            return str(last)
+        return None
     if ckpt_path == "last":
         last = out_dir / "checkpoints" / "last.ckpt"
         if not last.is_file():
@@ -57,25 +67,34 @@ def _early_data_check(dm: MA52DataModule, splits: tuple[str, ...]) -> None:
 
 
 def _finish_eval(module: MicroActionRecognition, stage: str, out_dir: Path, dm: MA52DataModule) -> dict[str, Any]:
-    """Write predictions (and for a scored split, confusion matrices); return the split's metrics."""
-    preds = module.predictions.get(stage, [])
+    """Write predictions (and for a scored split, confusion matrices); return the split's metrics.
+
+    Under DDP every rank calls this: predictions and confusion counts are gathered from all
+    ranks (collective calls), and only rank 0 writes files.
+    """
+    preds = distributed.gather_predictions(module.predictions.get(stage, []))
+    writer = module.trainer.is_global_zero if module._trainer is not None else rank_zero_only.rank == 0
     names = dm.label_names or list(class_table().fine_names)
     files: dict[str, str] = {}
-    if preds:
-        files["predictions"] = str(reports.write_predictions_csv(out_dir / f"predictions_{stage}.csv", preds, names))
     scored = stage != "test" or module.score_test
-    if stage == "test" and preds:
-        files["submission"] = str(reports.write_submission_csv(out_dir / "submission_test.csv", preds))
     metrics: dict[str, float] = {}
     if scored:
         metric = module.stage_metrics(stage)
-        values = metric.compute()
+        values = metric.compute()  # synchronised across ranks
         metrics = {k: float(v) for k, v in values.items()}
+        confmat = distributed.synced_tensor(metric, "confmat")
+    if not writer:
+        return {"metrics": metrics, "files": files}
+    if preds:
+        files["predictions"] = str(reports.write_predictions_csv(out_dir / f"predictions_{stage}.csv", preds, names))
+    if stage == "test" and preds:
+        files["submission"] = str(reports.write_submission_csv(out_dir / "submission_test.csv", preds))
+    if scored:
         files["confusion_fine"] = str(reports.plot_confusion(
-            metric.confmat.cpu().numpy(), [f"{i} {n}" for i, n in enumerate(names)],
+            confmat.cpu().numpy(), [f"{i} {n}" for i, n in enumerate(names)],
             out_dir / f"confusion_fine_{stage}.png", f"{stage}: fine micro-actions (row-normalised)"))
         files["confusion_body"] = str(reports.plot_confusion(
-            metric.coarse_confmat().cpu().numpy(), list(class_table().coarse_names),
+            coarse_confusion(confmat, metric.fine_to_coarse).cpu().numpy(), list(class_table().coarse_names),
             out_dir / f"confusion_body_{stage}.png", f"{stage}: body parts (row-normalised)"))
     return {"metrics": metrics, "files": files}
 
@@ -83,9 +102,11 @@ def _finish_eval(module: MicroActionRecognition, stage: str, out_dir: Path, dm: 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then evaluate the best checkpoint on val and test; returns the metrics."""
     out_dir = Path(cfg.paths.output_dir)
-    if cfg.extras.get("print_config"):
-        print_config(cfg)
-    save_resolved_config(cfg, out_dir)
+    layout = distributed.preflight(cfg)
+    if rank_zero_only.rank == 0:
+        if cfg.extras.get("print_config"):
+            print_config(cfg)
+        save_resolved_config(cfg, out_dir)
     _seed(cfg)
 
     dm: MA52DataModule = instantiate(cfg.data)
@@ -97,12 +118,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
     module.score_test = dm.hparams.test_has_labels
+    distributed.apply_accel(module, cfg, layout)
     callbacks = instantiate_dict(cfg.get("callbacks"), "callback")
     loggers = instantiate_loggers(cfg.get("logger"))
     if not loggers:
         # it has nowhere to write and Lightning refuses it without a logger
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = {} if cfg.trainer.get("plugins") else {"plugins": distributed.cluster_plugins(layout) or None}
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -150,17 +173,23 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split={cfg.split!r}: expected 'val' or 'test'")
+    if cfg.ckpt_path in ("auto", None, ""):
+        raise ValueError(f"ckpt_path={cfg.ckpt_path!r}: eval.py needs a checkpoint file (or `last` with hydra.run.dir=<run>)")
     ckpt_path = _resolve_ckpt(cfg.ckpt_path, out_dir)
-    if cfg.extras.get("print_config"):
-        print_config(cfg)
-    save_resolved_config(cfg, out_dir)
+    layout = distributed.preflight(cfg)
+    if rank_zero_only.rank == 0:
+        if cfg.extras.get("print_config"):
+            print_config(cfg)
+        save_resolved_config(cfg, out_dir)
     _seed(cfg)
 
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     if "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(f"{ckpt_path}: not a checkpoint written by train.py (no hyper_parameters/state_dict)")
     module = MicroActionRecognition(**checkpoint["hyper_parameters"])
+    module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
+    distributed.apply_accel(module, cfg, layout)
 
     # Data: the run's settings from the checkpoint, with what this command line overrides.
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import lightning as L
 import torch
 import torch.nn as nn
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, SumMetric
 
 from ..classes import NUM_FINE
 from ..embeddings import load_label_embeddings
@@ -58,6 +58,7 @@ class MicroActionRecognition(L.LightningModule):
         self.val_metrics = MA52Metrics(num_classes)
         self.test_metrics = MA52Metrics(num_classes)
         self.val_best = MaxMetric()
+        self.train_skipped, self.val_skipped, self.test_skipped = SumMetric(), SumMetric(), SumMetric()
         self.score_test = True
         self.predictions: dict[str, list[dict]] = {}
 
@@ -69,9 +70,10 @@ class MicroActionRecognition(L.LightningModule):
 
     # --- steps -----------------------------------------------------------------------
     def _count_skipped(self, stage: str, batch: dict) -> None:
-        n = batch.get("num_skipped", 0)
-        self.log(f"{stage}/skipped_clips", float(n), reduce_fx="sum", on_step=False, on_epoch=True,
-                 batch_size=1, sync_dist=True)
+        # Summed by a metric and reduced in the epoch-end hook, on every rank at the same point. A
+        # sync_dist log would be reduced lazily, first by the progress bar on rank 0 alone, and under
+        # DDP that all-reduce would pair with another rank's metric all-gather: a deadlock.
+        getattr(self, f"{stage}_skipped").update(float(batch.get("num_skipped", 0)))
 
     def training_step(self, batch: dict, batch_idx: int):
         self._count_skipped("train", batch)
@@ -115,7 +117,14 @@ class MicroActionRecognition(L.LightningModule):
         self._eval_step("test", batch)
 
     # --- epoch ends ------------------------------------------------------------------
+    def _log_skipped(self, stage: str) -> None:
+        counter = getattr(self, f"{stage}_skipped")
+        if counter.update_called:
+            self.log(f"{stage}/skipped_clips", counter.compute())  # synchronised across ranks
+        counter.reset()
+
     def _log_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        self._log_skipped(stage)
         values = self.stage_metrics(stage).compute()  # synchronised across ranks
         if values["num_clips"] == 0:
             return {}
@@ -137,6 +146,8 @@ class MicroActionRecognition(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         if self.score_test:
             self._log_metrics("test")
+        else:
+            self._log_skipped("test")
 
     # Metrics reset when an epoch starts, not when it ends, so the last epoch's
     # confusion matrix stays available to reports after validate()/test().
@@ -145,6 +156,13 @@ class MicroActionRecognition(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_metrics.reset()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A network wrapped by torch.compile(net) saves its keys as "net._orig_mod.*"; accept those
+        # checkpoints too (this package compiles in place, which keeps the plain keys).
+        state = checkpoint.get("state_dict", {})
+        if any("._orig_mod." in k for k in state):
+            checkpoint["state_dict"] = {k.replace("._orig_mod.", "."): v for k, v in state.items()}
 
     # --- optimisation ----------------------------------------------------------------
     def parameter_groups(self, weight_decay: float) -> list[dict]:

@@ -23,6 +23,9 @@ def safe_dirname(text: str, max_len: int = 150) -> str:
     return text
 
 
+SWEPT_KEYS_ENV = "MICROACTION_SWEPT_KEYS"
+
+
 def swept_keys(argv: list[str] | None = None) -> set[str]:
     """Keys the command line sweeps over (``loss.alpha=0,1``, ``seed=range(3)``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -35,11 +38,19 @@ def swept_keys(argv: list[str] | None = None) -> set[str]:
     return {o.key_or_group for o in parsed if o.is_sweep_override()}
 
 
+def export_swept_keys() -> None:
+    """Record the sweep's keys for the job processes: under a launcher such as
+    submitit a job's own ``sys.argv`` is the launcher's, not the user's command."""
+    if SWEPT_KEYS_ENV not in os.environ:
+        os.environ[SWEPT_KEYS_ENV] = ",".join(sorted(swept_keys()))
+
+
 def sweep_job_dirname(task_overrides) -> str:
     """A sweep job's folder name: the values of the swept keys, e.g. ``loss.alpha=0.1``
     (all of the job's overrides when nothing is swept)."""
     overrides = [str(o) for o in task_overrides]
-    swept = swept_keys()
+    recorded = os.environ.get(SWEPT_KEYS_ENV)
+    swept = set(filter(None, recorded.split(","))) if recorded is not None else swept_keys()
     chosen = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept] if swept else overrides
     return safe_dirname(",".join(chosen))
 

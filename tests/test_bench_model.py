@@ -1,0 +1,50 @@
+"""scripts/bench_model.py runs end to end and counts FLOPs like an independent count on torchvision's ResNet."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models import resnet18
+
+from test_pipeline import REPO
+
+KEYS = {"train_clips_per_s", "infer_clips_per_s", "gflops_per_clip", "manet_over_resnet_time", "device"}
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "bench_model.py"), *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_bench_reports_throughput_flops_and_the_manet_overhead():
+    size = 64
+    proc = bench("model=tsn", "model.depth=18", "--batch-size", "2", "--frames", "2", "--size", str(size),
+                 "--device", "cpu", "--steps", "1", "--warmup", "1", "--rounds", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert KEYS <= result.keys()
+    assert result["device"].startswith("cpu") and result["model"] == "tsn" and result["depth"] == 18
+    assert result["train_clips_per_s"] > 0 and result["infer_clips_per_s"] > 0
+    assert result["manet_over_resnet_time"] > 0
+
+    # TSN is a plain ResNet per frame: its FLOPs per clip are frames x torchvision's ResNet-18 per image,
+    # up to the heads (52 classes and a label-embedding branch instead of 1000 classes)
+    with FlopCounterMode(display=False) as counter:
+        resnet18(num_classes=52)(torch.zeros(1, 3, size, size))
+    assert result["gflops_per_clip"] == pytest.approx(2 * counter.get_total_flops() / 1e9, rel=0.01)
+    # SE adds a little work on top; the temporal shift adds none
+    assert result["resnet_gflops_per_clip"] < result["manet_gflops_per_clip"] < 1.05 * result["resnet_gflops_per_clip"]
+    # a training step is a forward and a backward pass: about three forwards
+    assert 2.5 < result["train_gflops_per_clip"] / result["gflops_per_clip"] < 3.5
+
+
+def test_bench_refuses_cuda_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    proc = bench("--device", "cuda", "--steps", "1")
+    assert proc.returncode != 0 and "no CUDA GPU is visible" in proc.stderr
