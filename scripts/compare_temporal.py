@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Train TSN, TSM and MANet on the procedural dataset and compare them, order-only pairs included.
+
+    python scripts/compare_temporal.py                      # the CPU recipe (conf/experiment/procedural_*.yaml)
+    python scripts/compare_temporal.py --epochs 3 -- data.generate_kwargs.amplitude=2.0
+
+Each model is an ordinary `train.py experiment=procedural_<model>` run (its folder under
+--out holds metrics.json, checkpoints, predictions). The dataset is generated once first.
+The table is printed in the benchmark's metrics (%, test split) plus two figures on the
+order-only pairs (classes whose clips are each other's frames reversed):
+
+- pair acc: for test clips of a pair class, how often the true class ranks above its reversed
+  twin in the model's top 5 (a clip whose top 5 holds neither counts half). 50 = order-blind.
+- pair top-1: plain action top-1 on those clips.
+
+The last line of output is a JSON object with the same figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("tsn", "tsm", "manet")
+COLUMNS = ("F1_mean", "body_top1", "action_top1", "action_top5", "action_F1_macro", "pair_acc", "pair_top1")
+
+
+def pair_scores(predictions_csv: Path, pairs) -> dict[str, float]:
+    twin = {a: b for a, b in pairs} | {b: a for a, b in pairs}
+    wins, top1, n = 0.0, 0, 0
+    with predictions_csv.open() as f:
+        for row in csv.DictReader(f):
+            if row["label"] == "":
+                raise ValueError(f"{predictions_csv}: the test split has no labels (data.test_has_labels=false?)")
+            label = int(row["label"])
+            if label not in twin:
+                continue
+            ranked = [int(x) for x in row["top5"].split()]
+            n += 1
+            top1 += ranked[0] == label
+            rank = {c: ranked.index(c) for c in (label, twin[label]) if c in ranked}
+            if label in rank and (twin[label] not in rank or rank[label] < rank[twin[label]]):
+                wins += 1
+            elif not rank:
+                wins += 0.5
+    if n == 0:
+        raise ValueError(f"{predictions_csv}: no clip of an order-only pair class")
+    return {"pair_acc": wins / n, "pair_top1": top1 / n, "pair_clips": n}
+
+
+def prepare_data(overrides: list[str]) -> Path:
+    """Generate the dataset once, before any timing, from the same composed config as the runs."""
+    from hydra import compose, initialize_config_dir
+
+    from microaction.data.generators import get_generator
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=procedural_manet", *overrides])
+    root = Path(cfg.data.root)
+    get_generator(cfg.data.generate)(root, **dict(cfg.data.generate_kwargs))
+    return root
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    head = "| model | " + " | ".join(COLUMNS) + " | train+eval s |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for model, r in results.items():
+        cells = " | ".join(f"{100 * r[c]:.2f}" for c in COLUMNS)
+        lines.append(f"| {model} | {cells} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs (default: the experiment's)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the dataset's seed is data.generate_kwargs.seed)")
+    p.add_argument("--out", type=Path, default=None, help="run folders go here (default: logs/compare_temporal/<time>)")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run (after --)")
+    args = p.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        p.error(f"--epochs {args.epochs}: expected at least 1")
+
+    overrides = list(args.overrides)
+    # every run and the generation must see the same data folder, whatever the working directory
+    if not any(o.startswith("paths.data_dir=") for o in overrides):
+        data_dir = Path(os.environ.get("MICROACTION_DATA", REPO / "data")).resolve()
+        overrides.append(f"paths.data_dir={data_dir}")
+    out = args.out or REPO / "logs" / "compare_temporal" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out = out.resolve()
+    start = time.time()
+    root = prepare_data(overrides)
+    print(f"data: {root} ({time.time() - start:.0f} s)", flush=True)
+    with (root / "procedural.json").open() as f:
+        meta = json.load(f)
+    pairs = [tuple(x) for x in meta["order_pairs"]]
+
+    results: dict[str, dict] = {}
+    for model in args.models:
+        run_dir = out / model
+        cmd = [sys.executable, str(REPO / "train.py"), f"experiment=procedural_{model}", f"seed={args.seed}",
+               f"hydra.run.dir={run_dir}", "callbacks.rich_progress_bar=null", "extras.print_config=false",
+               *overrides]
+        if args.epochs is not None:
+            cmd.append(f"trainer.max_epochs={args.epochs}")
+        print("$ " + " ".join(cmd), flush=True)
+        t0 = time.time()
+        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seconds = time.time() - t0
+        (out / f"{model}.log").parent.mkdir(parents=True, exist_ok=True)
+        (out / f"{model}.log").write_text(proc.stdout)
+        if proc.returncode != 0:
+            print(proc.stdout[-4000:])
+            raise SystemExit(f"{model}: train.py failed (exit {proc.returncode}), log in {out / f'{model}.log'}")
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        test = metrics["test"]
+        if not isinstance(test, dict):
+            raise SystemExit(f"{model}: no test metrics ({test!r}); the procedural data has test labels")
+        results[model] = {**{k: float(test[k]) for k in COLUMNS[:5]},
+                          **pair_scores(run_dir / "predictions_test.csv", pairs),
+                          "val_F1_mean": float(metrics["val"]["F1_mean"]), "seconds": seconds}
+        print(f"{model}: test F1_mean {100 * results[model]['F1_mean']:.2f}, "
+              f"pair acc {100 * results[model]['pair_acc']:.2f} ({seconds:.0f} s)", flush=True)
+
+    table = markdown_table(results)
+    print("\nprocedural MA-52 stand-in, test split (%)\n" + table)
+    summary = {"data": str(root), "data_arguments": meta["arguments"], "order_pairs": pairs, "seed": args.seed,
+               "epochs": args.epochs, "overrides": overrides, "runs": str(out),
+               "wall_s": round(time.time() - start, 1), "results": results}
+    (out / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "comparison.md").write_text(table + "\n")
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
