@@ -23,10 +23,12 @@ DEFAULT_MINILM_OUT = REPO / "src" / "microaction" / "assets" / "label_embeddings
 
 try:
     from microaction import embeddings as emb
+    from microaction.data.annotations import read_label_names
 except ImportError:
     # Lets the script run from a plain checkout without installing the package.
     sys.path.insert(0, str(REPO / "src"))
     from microaction import embeddings as emb
+    from microaction.data.annotations import read_label_names
 
 
 def _version(dist: str) -> str | None:
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build(args: argparse.Namespace, out: Path) -> int:
     if args.names is not None:
-        names = emb.read_label_names(args.names, emb.NUM_CLASSES)
+        names = read_label_names(args.names, emb.NUM_CLASSES)
         names_from = args.names.name
     else:
         names = emb.class_names()

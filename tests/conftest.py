@@ -63,3 +63,11 @@ def marker_clip(tmp_path, markers):
         return write_clip(tmp_path / name, frames, crf=crf, **kw)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """A complete 52-class dataset in the official layout, one clip per class and split."""
+    from microaction.data.quickstart import write_quickstart
+
+    return write_quickstart(tmp_path_factory.mktemp("data") / "tiny", per_class=(1, 1, 1), seed=1, audio=False)

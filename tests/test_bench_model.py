@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import resnet18
 
-from test_pipeline import REPO
+from helpers import REPO
 
 KEYS = {"train_clips_per_s", "infer_clips_per_s", "gflops_per_clip", "manet_over_resnet_time", "device"}
 

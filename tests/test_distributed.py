@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from test_pipeline import CONF, FAST, compose_train, run_cli, tiny_root  # noqa: F401 (a fixture)
+from helpers import CONF, FAST, compose_train, run_cli
 
 from microaction.data.samplers import UnpaddedDistributedSampler
 from microaction.pipeline import evaluate

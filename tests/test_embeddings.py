@@ -89,14 +89,6 @@ def test_build_from_glove_non_numeric_value_names_line(tmp_path):
         emb.build_from_glove(glove, ["nodding", "tiptoe"])
 
 
-def test_read_label_names(tmp_path):
-    f = tmp_path / "label_name.txt"
-    f.write_text("1\tnodding\n0\tshaking body\n", encoding="utf-8")
-    assert emb.read_label_names(f) == ["shaking body", "nodding"]
-    with pytest.raises(ValueError, match="0..2"):
-        emb.read_label_names(f, num_classes=3)
-
-
 def test_shipped_matrix_loads():
     torch = pytest.importorskip("torch")
     t = emb.load_label_embeddings()

@@ -9,20 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from helpers import CONF, compose_train
 
-from microaction.data.quickstart import write_quickstart
 from microaction.models import available_models, create_model
 from microaction.models.heads import ClipClassifier
 from microaction.models.temporal_interlace import TemporalInterlace, fractional_shift
 from microaction.models.temporal_shift import temporal_shift
 from microaction.models.zoo import ZOO, build_standard, count_params
-from microaction.utils.config import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
 TABLE_II = ["tsn", "tsm", "tin", "c3d", "i3d", "slowfast", "vswin_t", "timesformer", "uniformer", "manet"]
 
 # Constructor arguments small enough for a CPU (32 px frames); the frame counts are
@@ -241,21 +236,6 @@ FDR_TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    return write_quickstart(tmp_path_factory.mktemp("data") / "tiny", per_class=(1, 1, 1), seed=1, audio=False)
-
-
-def compose_train(overrides: list[str], out: Path):
-    register_resolvers()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        cfg.paths.log_dir = str(out)
-        del cfg.hydra
-    return cfg
 
 
 def test_every_table_ii_method_has_an_experiment():

@@ -4,69 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
+from helpers import CONF, FAST, compose_train, run_cli
 from omegaconf import OmegaConf, open_dict
 
 from microaction.classes import class_table
-from microaction.data.quickstart import write_quickstart
-from microaction.utils.config import register_resolvers
-
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
-
-# a few batches of tiny clips: enough to exercise every stage, fast on 2 CPU cores
-FAST = [
-    "experiment=quickstart",
-    "data.generate=null",
-    "data.num_workers=0",
-    "data.batch_size=8",
-    "data.num_segments=4",
-    "model.depth=18",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1.0",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.accelerator=cpu",
-    "callbacks.rich_progress_bar=null",
-    "extras.print_config=false",
-]
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    return write_quickstart(tmp_path_factory.mktemp("data") / "tiny", per_class=(1, 1, 1), seed=1, audio=False)
-
-
-def compose_train(overrides: list[str], out: Path):
-    register_resolvers()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        cfg.paths.log_dir = str(out)
-        del cfg.hydra  # as in a real job: the app config only
-    return cfg
-
-
-def run_cli(script: str, args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MA52_ROOT"))}
-    env["HYDRA_FULL_ERROR"] = "0"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script} {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
 
 def test_fast_dev_run_composed_config(tiny_root, tmp_path):
     from microaction.pipeline import train
@@ -97,7 +42,8 @@ def test_seed_zero_is_honoured(tiny_root, tmp_path):
 
 
 def test_alpha_multirun_gives_one_readable_folder_per_job(tiny_root, tmp_path):
-    run_cli("train.py", ["-m", *FAST, f"data.root={tiny_root}", "loss.alpha=0,1", f"paths.log_dir={tmp_path}"], tmp_path)
+    run_cli("train.py", ["-m", *FAST, f"data.root={tiny_root}", "loss.alpha=0,1", f"paths.log_dir={tmp_path}",
+                         "logger=[csv,wandb]"], tmp_path)
     sweeps = list((tmp_path / "train" / "multiruns").iterdir())
     assert len(sweeps) == 1
     jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -108,6 +54,8 @@ def test_alpha_multirun_gives_one_readable_folder_per_job(tiny_root, tmp_path):
         assert json.loads((job / "metrics.json").read_text())["val"]["num_clips"] == 52
         alphas.append(float(OmegaConf.load(job / "config_resolved.yaml").loss.alpha))
         assert (job / "checkpoints" / "last.ckpt").is_file()
+        # one offline W&B run per job: the first job's run was closed before the second began
+        assert len(list((job / "wandb").glob("offline-run-*"))) == 1
     assert alphas == [0.0, 1.0]
 
 
@@ -177,3 +125,37 @@ def test_unknown_config_is_a_hydra_error(tmp_path, override, message):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_wandb_runs_are_grouped_by_sweep_and_named_by_job(monkeypatch, tmp_path):
+    from omegaconf import OmegaConf
+
+    from microaction.utils import config as config_utils
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.setattr(config_utils, "sweep_identity", lambda: ("2026-01-01_00-00-00-000000", "3_loss.alpha=5"))
+    section = OmegaConf.load(CONF / "logger" / "wandb.yaml")
+    section.wandb.tags = ["t"]
+    section.wandb.job_type = "train"
+    section.wandb.save_dir = str(tmp_path)
+    (logger,) = config_utils.instantiate_loggers(section)
+    assert logger._wandb_init["group"] == "2026-01-01_00-00-00-000000"
+    assert logger._wandb_init["name"] == "3_loss.alpha=5"
+    assert logger._offline is True
+
+
+def test_undecodable_training_clip_is_skipped_and_counted(tiny_root, tmp_path):
+    import shutil
+
+    from microaction.pipeline import train
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    victim = sorted((root / "videos_train").iterdir())[0]
+    victim.write_bytes(b"not a video")
+    cfg = compose_train([*FAST, f"data.root={root}", "trainer.limit_train_batches=1.0", "test=false"], tmp_path)
+    train(cfg)
+    with (tmp_path / "csv" / "metrics.csv").open() as f:
+        skipped = [float(r["train/skipped_clips"]) for r in csv.DictReader(f) if r.get("train/skipped_clips")]
+    assert skipped == [1.0]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_pipeline import FAST, REPO, run_cli, tiny_root  # noqa: F401 (a fixture)
+from helpers import FAST, REPO, run_cli
 
 BASE = [*FAST, "test=false", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger=none"]
 

@@ -10,14 +10,12 @@ leaving out "or". This module builds such matrices (one row per fine id) from
   word (the rule behind the matrix shipped in ``microaction/assets``), since GloVe
   cannot be fetched from a package index.
 
-Heavy libraries (torch, sentence-transformers) are imported only inside the
-functions that need them, so that building from GloVe or reading class names
-works without them.
+sentence-transformers is imported only inside the function that needs it, so
+the package runs without the optional ``embed`` extra.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .classes import class_table
 
 if TYPE_CHECKING:
     import torch
@@ -63,38 +63,8 @@ def label_words(name: str) -> list[str]:
 
 
 def class_names() -> list[str]:
-    """The 52 fine class names of the packaged classes.csv, index = fine id."""
-    text = resources.files("microaction.assets").joinpath("classes.csv").read_text(encoding="utf-8")
-    rows = sorted(csv.DictReader(text.splitlines()), key=lambda r: int(r["fine_id"]))
-    ids = [int(r["fine_id"]) for r in rows]
-    if ids != list(range(len(rows))):
-        raise RuntimeError(f"packaged classes.csv must list fine ids 0..{len(rows) - 1} once each, got {ids}")
-    return [r["name"] for r in rows]
-
-
-def read_label_names(path: str | os.PathLike, num_classes: int | None = None) -> list[str]:
-    """Read a ``label_name.txt`` of ``<id><TAB><name>`` lines into a list indexed by id.
-
-    Any whitespace after the id is accepted as separator, since copies of the
-    official file differ in tab/space use.
-    """
-    path = Path(path)
-    by_id: dict[int, str] = {}
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        parts = line.split(maxsplit=1)
-        if len(parts) != 2 or not parts[0].lstrip("-").isdigit():
-            raise ValueError(f"{path}:{lineno}: expected '<id>\\t<name>', got {raw!r}")
-        idx = int(parts[0])
-        if idx in by_id:
-            raise ValueError(f"{path}:{lineno}: class id {idx} listed twice")
-        by_id[idx] = parts[1].strip()
-    expected = num_classes if num_classes is not None else len(by_id)
-    if sorted(by_id) != list(range(expected)):
-        raise ValueError(f"{path}: class ids must be exactly 0..{expected - 1}, got {sorted(by_id)}")
-    return [by_id[i] for i in range(expected)]
+    """The 52 fine class names of the packaged class table, index = fine id."""
+    return list(class_table().fine_names)
 
 
 def _words_per_label(names: Sequence[str]) -> list[list[str]]:

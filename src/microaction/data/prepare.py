@@ -500,7 +500,7 @@ def _write_layout(dest: Path, records, summary: Summary, names) -> None:
 
 def _write_report(path: Path, source: Path, dest: Path | None, summary: Summary, names) -> None:
     names = names or list(class_table().fine_names)
-    lines = [f"MA-52 preparation report", f"source: {source}", f"destination: {dest or '(verify only)'}", ""]
+    lines = ["MA-52 preparation report", f"source: {source}", f"destination: {dest or '(verify only)'}", ""]
     lines.append(f"PROBLEMS ({len(summary.problems)})" if summary.problems else "PROBLEMS: none")
     lines += [f"  {p}" for p in summary.problems]
     lines += ["", "NOTES"] + [f"  {n}" for n in summary.notes] if summary.notes else []

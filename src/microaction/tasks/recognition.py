@@ -7,7 +7,6 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
-import torch.nn as nn
 from torchmetrics import MaxMetric, SumMetric
 
 from ..classes import NUM_FINE

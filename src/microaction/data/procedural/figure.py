@@ -295,7 +295,7 @@ def draw(canvas: Canvas, subj: Subject, sk: dict) -> None:
 
 def _draw_head(canvas: Canvas, subj: Subject, sk: dict) -> None:
     head, roll, yaw = sk["head"], sk["roll"], sk["yaw"]
-    on_head, lm = sk["on_head"], sk["lm"]
+    lm = sk["lm"]
     r = subj.head_r
     rx = r * (1 - 0.08 * min(abs(yaw), 1.0))
     for s in (-1, 1):
