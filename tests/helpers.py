@@ -35,16 +35,21 @@ FAST = [
 ]
 
 
-def compose_train(overrides: list[str], out: Path):
+def compose_job(config_name: str, overrides: list[str], out: Path):
+    """A real config composed as Hydra composes it for a job writing to ``out``."""
     register_resolvers()
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
         cfg.paths.log_dir = str(out)
         del cfg.hydra  # as in a real job: the app config only
     return cfg
+
+
+def compose_train(overrides: list[str], out: Path):
+    return compose_job("train", overrides, out)
 
 
 def run_cli(script: str, args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

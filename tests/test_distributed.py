@@ -9,16 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
-
-from helpers import CONF, FAST, compose_train, run_cli
+from helpers import FAST, compose_job, compose_train, run_cli
+from omegaconf import OmegaConf
 
 from microaction.data.samplers import UnpaddedDistributedSampler
 from microaction.pipeline import evaluate
 from microaction.utils import distributed
-from microaction.utils.config import register_resolvers
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +31,7 @@ def odd_root(tiny_root, tmp_path_factory) -> Path:
 
 
 def compose_eval(overrides: list[str], out: Path):
-    register_resolvers()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("eval", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        del cfg.hydra
-    return cfg
+    return compose_job("eval", overrides, out)
 
 
 def _rows(path: Path) -> list[dict]:
