@@ -88,6 +88,3 @@ class MA52Metrics(Metric):
         out = {k: v.float() for k, v in out.items()}
         out["num_clips"] = fine.sum().float()
         return out
-
-    def coarse_confmat(self) -> torch.Tensor:
-        return coarse_confusion(self.confmat, self.fine_to_coarse)

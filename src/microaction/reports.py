@@ -38,10 +38,6 @@ def print_metric_table(results: Mapping[str, Mapping[str, float]], title: str = 
     rich.print(metric_table(results, title))
 
 
-def strip_prefix(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
-    return {k[len(prefix) :]: _as_float(v) for k, v in metrics.items() if k.startswith(prefix)}
-
-
 def write_json(path: Path, data: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
