@@ -161,3 +161,20 @@ def test_pretrained_from_state_dict_file(tmp_path):
     model = create_model("manet", depth=18, num_segments=2, embed_dim=4, pretrained=str(path))
     torch.testing.assert_close(model.stem[0].weight, ref.conv1.weight)
     torch.testing.assert_close(model.layer3[1].conv1.conv.weight, ref.layer3[1].conv1.weight)
+
+
+def test_resnet10_is_resnet18_with_one_block_per_stage():
+    import torchvision
+
+    model = create_model("manet", depth=10, num_segments=2, embed_dim=4)
+    assert [len(s) for s in (model.layer1, model.layer2, model.layer3, model.layer4)] == [1, 1, 1, 1]
+    # the torchvision ResNet-18's stem plus the first block of each stage, nothing more
+    r18 = torchvision.models.resnet18(weights=None)
+    kept = {k: v for k, v in r18.state_dict().items()
+            if not k.startswith("fc.") and (not k.startswith("layer") or k.split(".")[1] == "0")}
+    tsn = create_model("tsn", depth=10, num_segments=2, embed_dim=None)
+    backbone = {k: v for k, v in tsn.state_dict().items() if not k.startswith("head.")}
+    assert sum(v.numel() for v in backbone.values()) == sum(v.numel() for v in kept.values())
+    assert model(torch.randn(1, 2, 3, 32, 32))["logits"].shape == (1, 52)
+    with pytest.raises(ValueError, match="no ImageNet weights exist for ResNet-10"):
+        create_model("tsn", depth=10, pretrained=True)

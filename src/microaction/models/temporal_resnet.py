@@ -26,7 +26,16 @@ from .temporal_shift import TemporalShift
 
 log = logging.getLogger(__name__)
 
+def _resnet10(weights=None) -> resnet.ResNet:
+    """ResNet-18 with one basic block per stage (no published weights): trains from scratch in
+    minutes on a CPU, which is what the procedural dataset's CPU comparison needs."""
+    if weights is not None:
+        raise ValueError("ResNet-10 has no pretrained weights")
+    return resnet.ResNet(resnet.BasicBlock, [1, 1, 1, 1])
+
+
 _RESNETS = {
+    10: (_resnet10, None),
     18: (resnet.resnet18, "ResNet18_Weights"),
     34: (resnet.resnet34, "ResNet34_Weights"),
     50: (resnet.resnet50, "ResNet50_Weights"),
@@ -115,6 +124,8 @@ def _load_imagenet(net: nn.Module, depth: int, pretrained: bool | str) -> None:
     if not pretrained:
         log.info("ResNet-%d: random initialisation (model.pretrained=false)", depth)
         return
+    if _RESNETS[depth][1] is None:
+        raise ValueError(f"model.depth={depth}: no ImageNet weights exist for ResNet-{depth}; use model.pretrained=false")
     try:
         if isinstance(pretrained, str) and pretrained.lower() not in ("true", "imagenet"):
             state = torch.load(Path(pretrained).expanduser(), map_location="cpu", weights_only=True)
