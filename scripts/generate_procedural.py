@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--amplitude", type=float, default=1.0, help="scales every movement")
     p.add_argument("--noise", type=float, default=1.0, help="scales the pixel noise")
     p.add_argument("--jitter", type=float, default=1.0, help="scales the camera shake")
+    p.add_argument("--crf", type=int, default=23, help="H.264 quality, 0-51, lower keeps more (the CPU recipe: 12)")
     p.add_argument("--no-audio", action="store_true", help="omit the silent AAC track MA-52 clips carry")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     args = p.parse_args(argv)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         root = write_procedural(
             args.root, scale=args.scale, seed=args.seed, subject_disjoint=args.subject_disjoint,
             num_subjects=args.num_subjects, size=tuple(args.size), amplitude=args.amplitude, noise=args.noise,
-            jitter=args.jitter, audio=not args.no_audio, workers=args.workers,
+            jitter=args.jitter, crf=args.crf, audio=not args.no_audio, workers=args.workers,
         )
     except (ValueError, FileExistsError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -129,7 +129,8 @@ def write_procedural(
     0.1: about 2,300), val and test get half the training count each (2:1:1).
     ``subject_disjoint`` gives train, val and test different people (MA-52 shares them).
     ``size`` is (height, width) in pixels, portrait; ``amplitude``, ``noise`` and
-    ``jitter`` scale the movements, the pixel noise and the camera shake.
+    ``jitter`` scale the movements, the pixel noise and the camera shake; ``crf`` is the H.264
+    quality (lower keeps more of a subtle movement at small sizes).
     The same arguments always give the same frames, whatever ``workers`` is.
     """
     root = Path(root)
@@ -145,6 +146,8 @@ def write_procedural(
     for name, value in (("amplitude", amplitude), ("noise", noise), ("jitter", jitter)):
         if not value >= 0:
             raise ValueError(f"{name}={value}: expected a number >= 0")
+    if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
+        raise ValueError(f"crf={crf!r}: expected an integer H.264 quality from 0 (lossless) to 51")
     specs, pools = plan(scale, seed, subject_disjoint, num_subjects, min_train)
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
