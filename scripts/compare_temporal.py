@@ -10,8 +10,12 @@ The table is printed in the benchmark's metrics (%, test split) plus two figures
 order-only pairs (classes whose clips are each other's frames reversed):
 
 - pair acc: for test clips of a pair class, how often the true class ranks above its reversed
-  twin in the model's top 5 (a clip whose top 5 holds neither counts half). 50 = order-blind.
-- pair top-1: plain action top-1 on those clips.
+  twin in the model's top 5 (a clip whose top 5 holds neither counts half), averaged per class
+  so that 50 = order-blind whatever the class frequencies.
+- pair top-1: action top-1 on those clips, averaged per class.
+
+and, for the long tail, the fine-class macro F1 over the 17 classes with the most MA-52 training
+clips (F1_head) and over the 17 with the fewest (F1_tail).
 
 The last line of output is a JSON object with the same figures.
 """
@@ -27,14 +31,24 @@ import sys
 import time
 from pathlib import Path
 
+from microaction.classes import class_table
+
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("tsn", "tsm", "manet")
-COLUMNS = ("F1_mean", "body_top1", "action_top1", "action_top5", "action_F1_macro", "pair_acc", "pair_top1")
+COLUMNS = ("F1_mean", "body_top1", "action_top1", "action_top5", "action_F1_macro", "F1_head", "F1_tail",
+           "pair_acc", "pair_top1")
 
 
 def pair_scores(predictions_csv: Path, pairs) -> dict[str, float]:
+    """Order-only pair figures from a predictions CSV, averaged over the pair classes.
+
+    Per class, then averaged: the two classes of a pair have different numbers of clips, so a
+    plain average over clips would reward an order-blind model for always naming the more
+    frequent twin. With the class average, an order-blind model scores 50.
+    """
     twin = {a: b for a, b in pairs} | {b: a for a, b in pairs}
-    wins, top1, n = 0.0, 0, 0
+    wins: dict[int, list[float]] = {}
+    hits: dict[int, list[float]] = {}
     with predictions_csv.open() as f:
         for row in csv.DictReader(f):
             if row["label"] == "":
@@ -43,16 +57,48 @@ def pair_scores(predictions_csv: Path, pairs) -> dict[str, float]:
             if label not in twin:
                 continue
             ranked = [int(x) for x in row["top5"].split()]
-            n += 1
-            top1 += ranked[0] == label
             rank = {c: ranked.index(c) for c in (label, twin[label]) if c in ranked}
-            if label in rank and (twin[label] not in rank or rank[label] < rank[twin[label]]):
-                wins += 1
-            elif not rank:
-                wins += 0.5
-    if n == 0:
+            if not rank:
+                win = 0.5
+            else:
+                win = float(label in rank and (twin[label] not in rank or rank[label] < rank[twin[label]]))
+            wins.setdefault(label, []).append(win)
+            hits.setdefault(label, []).append(float(ranked[0] == label))
+    if not wins:
         raise ValueError(f"{predictions_csv}: no clip of an order-only pair class")
-    return {"pair_acc": wins / n, "pair_top1": top1 / n, "pair_clips": n}
+
+    def mean(per_class: dict[int, list[float]]) -> float:
+        return sum(sum(v) / len(v) for v in per_class.values()) / len(per_class)
+
+    return {"pair_acc": mean(wins), "pair_top1": mean(hits), "pair_clips": sum(len(v) for v in wins.values()),
+            "pair_classes": len(wins)}
+
+
+def head_tail_f1(predictions_csv: Path, train_counts, third: int | None = None) -> dict[str, float]:
+    """Macro F1 over the classes with the most training clips (head) and the fewest (tail).
+
+    Classes are ranked by MA-52's training counts; head and tail are the top and bottom
+    ``third`` (default: a third of the classes). Per-class F1 is 2 TP / (2 TP + FP + FN),
+    0 for a class with no clip and no prediction.
+    """
+    k = len(train_counts)
+    third = third or k // 3
+    order = sorted(range(k), key=lambda c: (-train_counts[c], c))
+    tp, fp, fn = [0] * k, [0] * k, [0] * k
+    with predictions_csv.open() as f:
+        for row in csv.DictReader(f):
+            label, pred = int(row["label"]), int(row["pred"])
+            if label == pred:
+                tp[label] += 1
+            else:
+                fp[pred] += 1
+                fn[label] += 1
+
+    def macro(classes) -> float:
+        f1 = [2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]) if tp[c] + fp[c] + fn[c] else 0.0 for c in classes]
+        return sum(f1) / len(f1)
+
+    return {"F1_head": macro(order[:third]), "F1_tail": macro(order[-third:])}
 
 
 def prepare_data(overrides: list[str]) -> Path:
@@ -124,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not isinstance(test, dict):
             raise SystemExit(f"{model}: no test metrics ({test!r}); the procedural data has test labels")
         results[model] = {**{k: float(test[k]) for k in COLUMNS[:5]},
+                          **head_tail_f1(run_dir / "predictions_test.csv", class_table().train_counts),
                           **pair_scores(run_dir / "predictions_test.csv", pairs),
                           "val_F1_mean": float(metrics["val"]["F1_mean"]), "seconds": seconds}
         print(f"{model}: test F1_mean {100 * results[model]['F1_mean']:.2f}, "

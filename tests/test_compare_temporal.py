@@ -1,0 +1,107 @@
+"""scripts/compare_temporal.py: its pair and head/tail figures against hand counts and sklearn, and a real run."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import REPO
+
+spec = importlib.util.spec_from_file_location("compare_temporal", REPO / "scripts" / "compare_temporal.py")
+compare_temporal = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compare_temporal)
+
+
+def write_predictions(path, rows):
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "label", "pred", "top5"])
+        for i, (label, top5) in enumerate(rows):
+            w.writerow([f"test{i:04d}.mp4", label, top5[0], " ".join(map(str, top5))])
+
+
+def test_pair_scores_are_averaged_per_class(tmp_path):
+    rows = [
+        # class 5 (twin 6), three clips: twin ranked first, true first, neither in the top 5
+        (5, [6, 5, 1, 2, 3]), (5, [5, 6, 1, 2, 3]), (5, [1, 2, 3, 4, 7]),
+        # class 6 (twin 5), one clip: true in the top 5, twin absent
+        (6, [9, 6, 1, 2, 3]),
+        # class 17 (twin 18): twin present, true absent
+        (17, [18, 1, 2, 3, 4]),
+        # not a pair class: ignored
+        (9, [9, 1, 2, 3, 4]),
+    ]
+    path = tmp_path / "predictions_test.csv"
+    write_predictions(path, rows)
+    got = compare_temporal.pair_scores(path, [(5, 6), (17, 18)])
+    # per class: 5 -> (0 + 1 + 0.5) / 3, 6 -> 1, 17 -> 0; top-1: 5 -> 1/3, 6 -> 0, 17 -> 0
+    assert got["pair_acc"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert got["pair_top1"] == pytest.approx((1 / 3) / 3)
+    assert got["pair_clips"] == 5 and got["pair_classes"] == 3
+
+
+def test_an_order_blind_model_scores_half_whatever_the_class_counts(tmp_path):
+    # always naming class 5 first: right on all 9 clips of 5, wrong on the 1 clip of 6
+    rows = [(5, [5, 6, 1, 2, 3])] * 9 + [(6, [5, 6, 1, 2, 3])]
+    path = tmp_path / "p.csv"
+    write_predictions(path, rows)
+    assert compare_temporal.pair_scores(path, [(5, 6)])["pair_acc"] == pytest.approx(0.5)
+
+
+def test_unlabelled_or_pairless_predictions_are_refused(tmp_path):
+    path = tmp_path / "p.csv"
+    write_predictions(path, [("", [5, 6, 1, 2, 3])])
+    with pytest.raises(ValueError, match="no labels"):
+        compare_temporal.pair_scores(path, [(5, 6)])
+    write_predictions(path, [(9, [9, 1, 2, 3, 4])])
+    with pytest.raises(ValueError, match="no clip of an order-only pair class"):
+        compare_temporal.pair_scores(path, [(5, 6)])
+
+
+def test_head_and_tail_f1_against_sklearn(tmp_path):
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    counts = [int(c) for c in rng.integers(5, 500, size=9)]
+    labels = rng.integers(0, 9, size=200)
+    preds = np.where(rng.random(200) < 0.5, labels, rng.integers(0, 9, size=200))
+    path = tmp_path / "p.csv"
+    write_predictions(path, [(int(y), [int(p), 0, 0, 0, 0]) for y, p in zip(labels, preds)])
+    got = compare_temporal.head_tail_f1(path, counts)
+    order = np.argsort(-np.array(counts), kind="stable")
+    for key, classes in (("F1_head", order[:3]), ("F1_tail", order[-3:])):
+        want = f1_score(labels, preds, labels=list(classes), average="macro", zero_division=0)
+        assert got[key] == pytest.approx(want)
+
+
+def test_compare_temporal_end_to_end(tmp_path):
+    """The script as users run it: generation, two real train.py runs, the table and the JSON line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MA52_ROOT"))}
+    cmd = [sys.executable, str(REPO / "scripts" / "compare_temporal.py"), "--models", "tsn", "tsm", "--epochs", "1",
+           "--out", str(tmp_path / "out"), "--",
+           f"paths.data_dir={tmp_path / 'data'}", "data.generate_kwargs.scale=0.001",
+           "data.generate_kwargs.size=[32,24]", "data.generate_kwargs.num_subjects=6", "data.num_workers=0",
+           "data.num_segments=4", "data.batch_size=8", "trainer.limit_train_batches=2",
+           "trainer.check_val_every_n_epoch=1", "trainer.accelerator=cpu"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert list(summary["results"]) == ["tsn", "tsm"]
+    assert (tmp_path / "out" / "comparison.json").is_file()
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    for model, r in summary["results"].items():
+        run = tmp_path / "out" / model
+        test = json.loads((run / "metrics.json").read_text())["test"]
+        # the table's figures are the run's own test metrics and its predictions' pair figures
+        assert r["F1_mean"] == pytest.approx(test["F1_mean"]) and r["action_top1"] == pytest.approx(test["action_top1"])
+        assert r == {**r, **compare_temporal.pair_scores(run / "predictions_test.csv", summary["order_pairs"])}
+        # the smallest dataset has one test clip per class: 8 clips in the 8 order-only classes
+        assert r["pair_clips"] == 8 and r["pair_classes"] == 8
+        assert f"| {model} | {100 * r['F1_mean']:.2f} |" in table
