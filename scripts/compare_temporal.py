@@ -2,7 +2,9 @@
 """Train TSN, TSM and MANet on the procedural dataset and compare them, order-only pairs included.
 
     python scripts/compare_temporal.py                      # the CPU recipe (conf/experiment/procedural_*.yaml)
-    python scripts/compare_temporal.py --epochs 3 -- data.generate_kwargs.amplitude=2.0
+    python scripts/compare_temporal.py --models tsn tsm --seed 1
+    # other data need their own root: a dataset made with other arguments is refused, not reused
+    python scripts/compare_temporal.py -- data.root='${paths.data_dir}/proc_crf23' data.generate_kwargs.crf=23
 
 Each model is an ordinary `train.py experiment=procedural_<model>` run (its folder under
 --out holds metrics.json, checkpoints, predictions). The dataset is generated once first.
