@@ -71,3 +71,12 @@ def tiny_root(tmp_path_factory):
     from microaction.data.quickstart import write_quickstart
 
     return write_quickstart(tmp_path_factory.mktemp("data") / "tiny", per_class=(1, 1, 1), seed=1, audio=False)
+
+
+@pytest.fixture(scope="session")
+def checkout(tmp_path_factory):
+    """A fresh copy of the repository (as a clone has it), shared by the tests that run documented commands
+    from its root; each writes its own timestamped run folder under its logs/."""
+    from helpers import copy_checkout
+
+    return copy_checkout(tmp_path_factory.mktemp("checkout"))

@@ -62,3 +62,60 @@ def run_cli(script: str, args: list[str], cwd: Path, check: bool = True) -> subp
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+# --- the user's seat: a fresh copy of the repository, commands as the docs print them --------------------------
+
+# Only sizes: appended to a documented command so it finishes in seconds on a CPU. Nothing here
+# changes where things are read or written, or which recipe runs.
+TINY = [
+    "data.num_segments=2",
+    "data.input_size=32",
+    "data.short_side=32",
+    "data.batch_size=4",
+    "model.depth=10",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=1",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
+]
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The repository's files as a fresh clone has them (tracked and not ignored), copied to ``dest``."""
+    import shutil
+
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def user_env(home: Path) -> dict[str, str]:
+    """The environment of a user who set nothing of ours: no MICROACTION_*/MA52_ROOT, no W&B key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MA52_ROOT", "MICROACTION_"))}
+    env["HYDRA_FULL_ERROR"] = "0"
+    env["HOME"] = str(home)  # no ~/.netrc: W&B must go offline by itself
+    return env
+
+
+def run_as_typed(command: str, checkout: Path, extra: list[str] = (), check: bool = True,
+                 timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a documented command (``python train.py ...``) in ``checkout`` exactly as printed, with only
+    ``extra`` (tiny sizes, a data root) appended."""
+    import shlex
+
+    argv = shlex.split(command)
+    assert argv[0] == "python", command
+    proc = subprocess.run([sys.executable, *argv[1:], *extra], cwd=checkout, env=user_env(checkout),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{command} {extra} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc

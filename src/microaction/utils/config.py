@@ -55,9 +55,27 @@ def sweep_job_dirname(task_overrides) -> str:
     return safe_dirname(",".join(chosen))
 
 
+def launch_dir() -> str:
+    """The folder the command was started from.
+
+    ``${hydra:runtime.cwd}`` says the same inside a job, but Hydra resolves
+    ``hydra.sweep.dir`` before any job exists, where that resolver fails; this one
+    answers in both places (and in a job under a launcher such as submitit, whose
+    own working folder may differ, it is Hydra's recorded value).
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().runtime.cwd)
+    except (ImportError, ValueError):
+        return os.getcwd()
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("sweep_job_dirname"):
         OmegaConf.register_new_resolver("sweep_job_dirname", sweep_job_dirname)
+    if not OmegaConf.has_resolver("launch_dir"):
+        OmegaConf.register_new_resolver("launch_dir", launch_dir)
 
 
 def print_config(cfg: DictConfig, path: Path | None = None) -> None:
