@@ -236,8 +236,10 @@ def main(argv=None) -> int:
             else:
                 make_release(release, args.clips, args.release_size, tuple(args.frames), cpus or 1)
         t1 = time.perf_counter()
+        # The release made from --source links to its clips, so prepare may read them there.
         summary = prepare(release, cache, EncodeSettings(short_side=args.short_side), splits=[SPLIT],
-                          workers=cpus, report=work / "prepare_report.txt", show_progress=False)
+                          workers=cpus, report=work / "prepare_report.txt", show_progress=False,
+                          link_roots=[args.source] if args.source else ())
         if not summary.ok:
             print("\n".join(summary.problems), file=sys.stderr)
             return 1

@@ -5,7 +5,10 @@
     python scripts/prepare_ma52.py /data/MA-52 /fast/ma52_256        # verify + cache (short side 256)
     python train.py experiment=ma52_manet data.root=/fast/ma52_256
 
-A rerun of the same command continues where an interrupted one stopped.
+A rerun of the same command continues where an interrupted (or killed) one stopped.
+Exit status: 0 all good, 1 problems in the source (listed in the report), 2 stopped
+(bad arguments, a list name or link leading outside SOURCE, a destination that is
+read-only, full or holds a file this tool did not write), 130 interrupted.
 See docs/data_preparation.md.
 """
 

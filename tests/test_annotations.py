@@ -9,7 +9,9 @@ from microaction.data.annotations import (
     LAYOUT_HELP,
     AnnotationError,
     ClipRecord,
+    UnsafeNameError,
     list_path,
+    name_problem,
     read_label_names,
     read_list,
     video_dir,
@@ -113,6 +115,61 @@ def test_missing_list_names_path_and_layout(tmp_path):
     assert LAYOUT_HELP in msg
     for part in ("train_list_videos.txt", "val_list_videos.txt", "test_list_videos.txt", "videos_train"):
         assert part in msg
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("/etc/passwd", "is an absolute path"),
+    ("//server/share/a.mp4", "is an absolute path"),
+    ("../a.mp4", "has a '..' component"),
+    ("sub/../../a.mp4", "has a '..' component"),
+    ("..", "has a '..' component"),
+    ("./a.mp4", "has a '.' component"),
+    ("sub//a.mp4", "has an empty component"),
+    ("sub/", "has an empty component"),
+    ("..\\..\\a.mp4", "contains a backslash"),
+    ("C:a.mp4", "starts with a drive (C:)"),
+    ("a\x00.mp4", "control character"),
+])
+def test_name_outside_the_videos_folder_names_file_and_line(tmp_path, name, reason):
+    p = _write(tmp_path / "train_list_videos.txt", f"a.mp4 1\n\n{name} 2\nz.mp4 3\n")
+    with pytest.raises(UnsafeNameError) as exc:
+        read_list(p)
+    msg = str(exc.value)
+    assert msg.startswith(f"{p}:3: video name {name!r} ") and reason in msg
+    assert "expected a relative path inside videos_train/" in msg
+    assert isinstance(exc.value, AnnotationError)  # callers that catch list errors catch this one too
+    assert name_problem(name) is not None
+
+
+@pytest.mark.parametrize("name", ["0003_01_0001.mp4", "sub/a.mp4", "a..b.mp4", "...mp4", ".hidden.mp4", "ab:c.mp4"])
+def test_plain_relative_names_are_accepted(tmp_path, name):
+    assert name_problem(name) is None
+    assert read_list(_write(tmp_path / "val_list_videos.txt", f"{name} 4\n")) == [ClipRecord(name, 4, 1)]
+
+
+def test_unsafe_name_in_another_list_file_says_which_folder(tmp_path):
+    p = _write(tmp_path / "subset.txt", "/abs/a.mp4 1\n")
+    with pytest.raises(UnsafeNameError, match=r"subset\.txt:1: .*inside the split's videos folder"):
+        read_list(p)
+
+
+def test_line_that_is_not_utf8_names_file_and_line(tmp_path):
+    p = tmp_path / "val_list_videos.txt"
+    p.write_bytes(b"a.mp4 1\r\nb.mp4 2\n\xff\xfe.mp4 3\n")
+    with pytest.raises(AnnotationError, match=rf"{p}:3: not UTF-8 text"):
+        read_list(p)
+
+
+def test_training_dataset_refuses_a_name_outside_its_folder(tmp_path, marker_clip):
+    """MA52Dataset reads its list through read_list, so training gets the same check."""
+    from microaction.data.dataset import MA52Dataset
+
+    root = tmp_path / "root"
+    video_dir(root, "val").mkdir(parents=True)
+    outside = marker_clip("outside.mp4", num_frames=4)  # a real clip next to the root, not in it
+    _write(list_path(root, "val"), f"../../{outside.name} 3\n")
+    with pytest.raises(UnsafeNameError, match=rf"{list_path(root, 'val')}:1: .*'\.\.' component"):
+        MA52Dataset(root, "val", short_side=None)
 
 
 def test_layout_paths(tmp_path):

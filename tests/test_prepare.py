@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from microaction.data import prepare as prep
-from microaction.data.annotations import list_path, video_dir
+from microaction.data.annotations import ClipRecord, list_path, video_dir
 from microaction.data.dataset import MA52Dataset
 from microaction.data.decode import read_frames
 from microaction.data.layout import write_label_names, write_lists
@@ -277,6 +277,222 @@ def test_second_run_on_the_same_destination_is_refused(release, tmp_path):
             prep.prepare(release, dest, SETTINGS, workers=1, show_progress=False)
 
 
+# --- what is refused: list names and links that lead out of SOURCE ------------------------------
+
+
+def _small_release(root: Path, markers, names=("a.mp4", "b.mp4"), split="val") -> Path:
+    folder = video_dir(root, split)
+    folder.mkdir(parents=True)
+    for name in names:
+        write_clip(folder / name, markers.frames(6, 32, 48), crf=12)
+    write_lists(root, split, [(n, i) for i, n in enumerate(names)])
+    return root
+
+
+def _one_stop_line(capsys) -> str:
+    """stderr of a stopped main(): one line, no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("prepare_ma52: stopped: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("bad,reason", [
+    ("ABSOLUTE", "is an absolute path"),
+    ("../../outside.mp4", "has a '..' component"),
+    ("a/../../../outside.mp4", "has a '..' component"),
+])
+def test_list_name_outside_its_folder_is_refused_before_any_work(tmp_path, markers, capsys, bad, reason):
+    src, dest = _small_release(tmp_path / "release", markers), tmp_path / "cache"
+    outside = write_clip(tmp_path / "outside.mp4", markers.frames(6, 32, 48), crf=12)
+    name = str(outside) if bad == "ABSOLUTE" else bad
+    listed = list_path(src, "val")
+    listed.write_text(listed.read_text() + f"\n\n{name} 5")
+    for dest_args in ([str(dest)], ["--report", str(tmp_path / "verify.txt")]):
+        rc = prep.main([str(src), *dest_args, "--splits", "val", "--workers", "1", "--no-progress"])
+        line = _one_stop_line(capsys)
+        assert rc == 2
+        assert f"{listed}:4: video name {name!r} {reason}" in line
+        assert "expected a relative path inside videos_val/" in line
+    assert not dest.exists() and not (tmp_path / "verify.txt").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("how", ["file", "folder", "through_subfolder", "loop"])
+def test_clip_linked_outside_the_source_is_refused_before_any_work(tmp_path, markers, capsys, how):
+    src, dest = _small_release(tmp_path / "release", markers), tmp_path / "cache"
+    elsewhere = tmp_path / "elsewhere"
+    target = write_clip(elsewhere / "videos_val" / "b.mp4", markers.frames(6, 32, 48), crf=12)
+    folder, listed = video_dir(src, "val"), list_path(src, "val")
+    line_no, shown = 2, folder / "b.mp4"
+    if how == "file":
+        (folder / "b.mp4").unlink()
+        (folder / "b.mp4").symlink_to(target)
+    elif how == "folder":  # the whole videos folder is a link to another disk
+        (folder / "a.mp4").rename(elsewhere / "videos_val" / "a.mp4")
+        (folder / "b.mp4").unlink()  # the target is its copy over there
+        folder.rmdir()
+        folder.symlink_to(elsewhere / "videos_val")
+        line_no, shown = 1, folder / "a.mp4"
+    elif how == "through_subfolder":  # the name passes through a linked folder
+        (folder / "sub").symlink_to(elsewhere / "videos_val")
+        write_lists(src, "val", [("a.mp4", 0), ("sub/b.mp4", 1)])
+        shown = folder / "sub" / "b.mp4"
+    else:
+        (folder / "b.mp4").unlink()
+        (folder / "b.mp4").symlink_to(folder / "b.mp4")
+    before = sorted((p, p.stat().st_mtime_ns) for p in elsewhere.rglob("*"))
+    rc = prep.main([str(src), str(dest), "--splits", "val", "--workers", "1", "--no-progress"])
+    line = _one_stop_line(capsys)
+    assert rc == 2
+    assert f"stopped: {listed}:{line_no}: {shown} leads to " in line
+    assert "outside the source root" in line and "expected every listed clip inside the source root" in line
+    if how == "loop":
+        assert "a symbolic link loop" in line
+    else:
+        assert str(target.parent) in line
+    if how == "folder":
+        assert f"(its folder is a link to {elsewhere / 'videos_val'})" in line and "(and 1 more such lines)" in line
+    assert not dest.exists()
+    assert sorted((p, p.stat().st_mtime_ns) for p in elsewhere.rglob("*")) == before
+
+
+def test_clip_linked_inside_the_source_and_subfolder_names_are_read(tmp_path, markers):
+    src, dest = _small_release(tmp_path / "release", markers), tmp_path / "cache"
+    shared = write_clip(video_dir(src, "train") / "t.mp4", markers.frames(9, 32, 48), crf=12)
+    (video_dir(src, "val") / "b.mp4").unlink()
+    (video_dir(src, "val") / "b.mp4").symlink_to(Path("..") / "videos_train" / shared.name)
+    write_clip(video_dir(src, "val") / "sub" / "c.mp4", markers.frames(7, 32, 48), crf=12)
+    write_lists(src, "val", [("a.mp4", 0), ("b.mp4", 1), ("sub/c.mp4", 2)])
+    summary = prep.prepare(src, dest, SETTINGS, splits=["val"], workers=1, show_progress=False)
+    assert summary.ok, summary.problems
+    cached = video_dir(dest, "val") / "b.mp4"
+    assert not cached.is_symlink() and probe_clip(cached).frames == 9
+    assert probe_clip(video_dir(dest, "val") / "sub" / "c.mp4").frames == 7
+    assert list_path(dest, "val").read_text() == list_path(src, "val").read_text()
+
+
+def test_link_roots_let_a_caller_read_a_release_made_of_links(tmp_path, markers):
+    """The programmatic opening scripts/bench_loader.py uses for its --source release of links."""
+    real = _small_release(tmp_path / "real", markers)
+    linked = tmp_path / "linked"
+    video_dir(linked, "val").mkdir(parents=True)
+    for name in ("a.mp4", "b.mp4"):
+        (video_dir(linked, "val") / name).symlink_to(video_dir(real, "val") / name)
+    write_lists(linked, "val", [("a.mp4", 0), ("b.mp4", 1)])
+    kw = dict(splits=["val"], workers=1, show_progress=False, report=tmp_path / "r.txt")
+    with pytest.raises(prep.PrepareError, match=r"val_list_videos\.txt:1: .*outside the source root"):
+        prep.prepare(linked, None, SETTINGS, **kw)
+    summary = prep.prepare(linked, None, SETTINGS, link_roots=[real], **kw)
+    assert summary.ok and summary.done == 2
+
+
+def test_clip_that_becomes_a_link_outside_during_the_run_is_not_read(tmp_path, markers):
+    """The check is repeated where the worker opens the file, not only when the run is planned."""
+    src = _small_release(tmp_path / "release", markers).resolve()
+    outside = write_clip(tmp_path / "outside.mp4", markers.frames(6, 32, 48), crf=12)
+    clip = video_dir(src, "val") / "b.mp4"
+    task = prep.Task("val", ClipRecord("b.mp4", 1, 2), clip, None, list_path(src, "val"), (src,))
+    assert prep.process_clip(task, SETTINGS).info.frames == 6
+    clip.unlink()
+    clip.symlink_to(outside)
+    outcome = prep.process_clip(task, SETTINGS)
+    assert outcome.info is None
+    assert f"now leads to {outside}, outside the source root {src}" in outcome.problem
+
+
+# --- what is already in DEST -------------------------------------------------------------------------
+
+
+def test_unreadable_file_already_in_dest_is_named_and_left_alone(release, tmp_path, capsys):
+    dest = tmp_path / "cache"
+    folder = video_dir(dest, "val")
+    folder.mkdir(parents=True)
+    foreign = folder / "val1.mp4"
+    foreign.write_bytes(b"someone's notes, not a video\n" * 20)
+    precious = tmp_path / "precious.mp4"
+    precious.write_bytes(b"not this tool's")
+    (folder / "val2.mp4").symlink_to(precious)
+    rc = prep.main([str(release), str(dest), "--short-side", str(SHORT), "--workers", "1", "--no-progress"])
+    line = _one_stop_line(capsys)
+    assert rc == 2
+    assert f"stopped: {foreign} (cannot be read as a video: " in line and "; 1 more such files" in line
+    assert "left as it is: check it and move it out of" in line and "or choose another destination" in line
+    assert not any(word in line.lower() for word in ("remove", "delete", "rm "))
+    # Untouched, and stopped before any clip was transcoded.
+    assert foreign.read_bytes() == b"someone's notes, not a video\n" * 20
+    assert (folder / "val2.mp4").is_symlink() and precious.read_bytes() == b"not this tool's"
+    assert sorted(p.name for p in dest.rglob("*.mp4")) == ["val1.mp4", "val2.mp4"]
+
+
+def test_rerun_removes_only_the_tools_own_temporary_files(release, tmp_path):
+    dest = tmp_path / "cache"
+    assert prep.prepare(release, dest, SETTINGS, splits=["test"], workers=1, show_progress=False).ok
+    folder, tag = video_dir(dest, "test"), prep.PART_TAG
+    ours = [folder / f".test0.mp4{tag}4242", dest / f".label_name.txt{tag}77", dest / ".manifest.csv.77.part",
+            dest / f".{prep.SETTINGS_NAME}{tag}77"]
+    theirs = [folder / ".notes.part-x", folder / f"notes.mp4{tag}1", folder / f".mine{tag}12.bak",
+              dest / "keep.txt", dest / f".other{tag}5"]
+    for p in ours + theirs:
+        p.write_bytes(b"x")
+    lists_tmp = dest / f".lists{tag}77"  # a run killed while writing the lists
+    lists_tmp.mkdir()
+    (lists_tmp / "test_list_videos.txt").write_text("test0.mp4 40")
+    not_only_lists = dest / f".lists{tag}78"
+    not_only_lists.mkdir()
+    (not_only_lists / "mine.txt").write_text("keep")
+    (tmp_path / "target").write_bytes(b"t")
+    link = folder / f".test1.mp4{tag}9"  # named like ours, but a link: not something this tool writes
+    link.symlink_to(tmp_path / "target")
+
+    summary = prep.prepare(release, dest, SETTINGS, splits=["test"], workers=1, show_progress=False)
+    assert summary.ok and summary.skipped == 6
+    assert "removed 5 temporary files left by an interrupted run" in summary.notes
+    assert not any(p.exists() for p in ours) and not lists_tmp.exists()
+    assert all(p.read_bytes() == b"x" for p in theirs)
+    assert (not_only_lists / "mine.txt").read_text() == "keep"
+    assert link.is_symlink() and (tmp_path / "target").read_bytes() == b"t"
+
+
+def test_link_in_dest_leading_outside_is_refused(release, tmp_path, capsys):
+    dest, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    dest.mkdir()
+    elsewhere.mkdir()
+    video_dir(dest, "test").symlink_to(elsewhere)
+    rc = prep.main([str(release), str(dest), "--splits", "test", "--short-side", str(SHORT), "--workers", "1",
+                    "--no-progress"])
+    line = _one_stop_line(capsys)
+    assert rc == 2
+    assert f"{video_dir(dest, 'test')} leads to {elsewhere}, outside the destination {dest}" in line
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_workers_forked_under_the_lock_do_not_hold_it(tmp_path):
+    """What a SIGKILL of the main process leaves: its descriptor closed without unlocking, a forked child
+    still alive. The child must not keep DEST locked."""
+    dest = tmp_path / "cache"
+    dest.mkdir()
+    lock = prep._Lock(dest).__enter__()
+    ready_r, ready_w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child says it runs, then waits to be killed
+        os.write(ready_w, b"1")
+        time.sleep(30)
+        os._exit(0)
+    try:
+        os.close(ready_w)
+        assert os.read(ready_r, 1) == b"1"  # the child is past fork()
+        os.close(ready_r)
+        prep._HELD_LOCK_FDS.discard(lock.fd)
+        os.close(lock.fd)  # as the kernel does when the process dies
+        with prep._Lock(dest):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+
+
 # --- faults while writing -------------------------------------------------------------------------
 
 
@@ -311,6 +527,7 @@ def test_full_disk_stops_with_a_clear_message_and_nothing_half_written(release, 
                     "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1  # one line, the documented status
     assert "stopped: the destination is full" in err and "No space left on device" in err
     assert str(calls[2].parent / calls[2].name.split(prep.PART_TAG)[0][1:]) in err  # names the file
     assert len(calls) == 3  # stopped at once, not after trying every other clip
@@ -384,6 +601,217 @@ def _check_nothing_half_written_except_parts(dest: Path) -> list[Path]:
     for path in done:
         assert len(read_frames(path, lambda k: np.arange(k))) == probe_clip(path).frames == 30
     return done
+
+
+# --- a destination that cannot be written: read-only, full -----------------------------------------
+
+STAGES = ["mkdir", "lock", "settings", "journal_open", "clip", "journal_write", "layout"]
+CLIPS_WRITTEN_BEFORE = {"lock": 0, "settings": 0, "journal_open": 0, "clip": 1, "journal_write": 1, "layout": 6}
+EXPECTED_START = {errno.EROFS: "the destination is on a read-only file system (writing ",
+                  errno.ENOSPC: "the destination is full (writing "}
+
+
+def _fail_at(monkeypatch, stage: str, code: int, dest: Path) -> None:
+    """Make the write of ``stage`` fail with ``code``, as a read-only or full file system would."""
+    def error(path):
+        return OSError(code, os.strerror(code), str(path))
+
+    if stage == "mkdir":
+        real_mkdir = Path.mkdir
+
+        def mkdir(self, *a, **kw):
+            if self == dest:
+                raise error(self)
+            return real_mkdir(self, *a, **kw)
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    elif stage == "lock":
+        real_open = os.open
+
+        def os_open(path, *a, **kw):
+            if Path(path).name == prep.LOCK_NAME:
+                raise error(path)
+            return real_open(path, *a, **kw)
+        monkeypatch.setattr(os, "open", os_open)
+    elif stage == "settings":
+        real_atomic = prep._write_atomic
+
+        def write_atomic(path, text):
+            if path.name == prep.SETTINGS_NAME:
+                raise error(path)
+            return real_atomic(path, text)
+        monkeypatch.setattr(prep, "_write_atomic", write_atomic)
+    elif stage in ("journal_open", "journal_write"):
+        real_path_open = Path.open
+
+        class FullFile:
+            def __init__(self, f):
+                self.f = f
+
+            def write(self, text):
+                raise error(dest / prep.JOURNAL_NAME)
+
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+
+        def path_open(self, mode="r", *a, **kw):
+            if self.name == prep.JOURNAL_NAME and "a" in mode:
+                if stage == "journal_open":
+                    raise error(self)
+                return FullFile(real_path_open(self, mode, *a, **kw))
+            return real_path_open(self, mode, *a, **kw)
+        monkeypatch.setattr(Path, "open", path_open)
+    elif stage == "clip":
+        _failing_encoder(monkeypatch, 2, error(dest / "clip"))
+    elif stage == "layout":
+        def write_manifest(path, infos):
+            raise error(path)
+        monkeypatch.setattr(prep, "write_manifest", write_manifest)
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC], ids=["read_only", "full"])
+@pytest.mark.parametrize("stage", STAGES)
+def test_unwritable_destination_stops_with_one_line_and_status_2(release, tmp_path, monkeypatch, capsys, stage,
+                                                                 code):
+    dest = tmp_path / "cache"
+    _fail_at(monkeypatch, stage, code, dest)
+    rc = prep.main([str(release), str(dest), "--splits", "test", "--short-side", str(SHORT), "--gop", "4",
+                    "--workers", "1", "--no-progress"])
+    line = _one_stop_line(capsys)
+    assert rc == 2
+    assert line.startswith("prepare_ma52: stopped: " + EXPECTED_START[code]), line
+    assert os.strerror(code) in line
+    if code == errno.ENOSPC:
+        assert "rerun the same command" in line
+    monkeypatch.undo()
+    if stage == "mkdir":
+        assert not dest.exists()
+        return
+    # Nothing half-written, never a dataset with holes in it; what was finished is kept.
+    assert len(_check_nothing_half_written(dest)) == CLIPS_WRITTEN_BEFORE[stage]
+    assert not list(dest.glob("*_list_videos.txt")) and not (dest / MANIFEST_NAME).exists()
+
+def _read_only_runner(tmp_path: Path) -> list[str]:
+    """A command prefix that runs a program in a private mount namespace, or skips the test saying why."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && ! touch "$1/x" 2>/dev/null'
+    reasons = []
+    for prefix in (["unshare", "--mount", "--propagation", "private"], ["unshare", "-r", "-m"]):
+        try:
+            out = subprocess.run([*prefix, "sh", "-c", script, "sh", str(probe)], capture_output=True, text=True,
+                                 timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            reasons.append(f"{' '.join(prefix)}: {err}")
+            continue
+        if out.returncode == 0 and not (probe / "x").exists():
+            return prefix
+        reasons.append(f"{' '.join(prefix)}: {out.stderr.strip() or out.returncode}")
+    pytest.skip("cannot make a read-only bind mount here (" + "; ".join(reasons) + "); "
+                "test_unwritable_destination_stops_with_one_line_and_status_2 covers it by simulation")
+
+
+@pytest.mark.parametrize("case", ["empty_dest", "dest_to_make", "finished_cache"])
+def test_read_only_destination_real_mount(release, tmp_path, case):
+    """DEST on a real read-only bind mount (root writes through chmod, not through this)."""
+    runner = _read_only_runner(tmp_path)
+    if case == "dest_to_make":  # DEST does not exist yet; its parent is read-only
+        read_only = tmp_path / "read_only"
+        read_only.mkdir()
+        dest = read_only / "cache"
+    else:
+        read_only = dest = tmp_path / "cache"
+        if case == "finished_cache":
+            assert prep.prepare(release, dest, prep.EncodeSettings(short_side=SHORT, gop=4), splits=["test"],
+                                workers=1, show_progress=False).ok
+        dest.mkdir(exist_ok=True)
+    args = [str(release), str(dest), "--splits", "test", "--short-side", str(SHORT), "--gop", "4", "--workers", "1",
+            "--no-progress"]
+    before = sorted((p, p.stat().st_size) for p in read_only.rglob("*"))
+    inner = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    out = subprocess.run([*runner, "sh", "-c", inner, "sh", str(read_only), sys.executable, str(SCRIPT), *args],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("prepare_ma52: stopped: the destination is on a read-only file system (writing "), line
+    assert "choose a destination on a writable file system" in line
+    assert sorted((p, p.stat().st_size) for p in read_only.rglob("*")) == before
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the worker processes through /proc")
+def test_sigkill_with_worker_processes_then_rerun_resumes(tmp_path, markers):
+    """kill -9 of the main process while two workers transcode: the workers end with it, DEST is not
+    left locked, and the same command run again finishes the cache."""
+    src, dest = tmp_path / "release", tmp_path / "cache"
+    folder = video_dir(src, "train")
+    folder.mkdir(parents=True)
+    n = 12
+    for i in range(n):  # enough work that the kill lands mid-run
+        write_clip(folder / f"c{i:02d}.mp4", markers.frames(30, 240, 192, noise=8, seed=i), crf=18)
+    write_lists(src, "train", [(f"c{i:02d}.mp4", i) for i in range(n)])
+    cmd = [sys.executable, str(SCRIPT), str(src), str(dest), "--splits", "train", "--short-side", "128",
+           "--workers", "2", "--preset", "medium", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, "finished before it could be killed"
+            assert time.monotonic() < deadline, "no clip finished in time"
+            workers = _children(proc.pid)
+            if len(workers) >= 2 and list(video_dir(dest, "train").glob("c*.mp4")):
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while any(_running(w) for w in workers):
+            assert time.monotonic() < deadline, f"worker processes outlived the killed run: {workers}"
+            time.sleep(0.02)
+    finally:
+        for w in workers:  # only the processes this test started, should the check above have failed
+            if _running(w):
+                os.kill(w, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert not list_path(dest, "train").exists()
+    finished = len(_check_nothing_half_written_except_parts(dest))
+    assert 1 <= finished < n
+
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert "another prepare_ma52 run" not in out.stderr
+    assert out.returncode == 0, out.stderr
+    assert f"{n - finished} clips processed, {finished} already done, 0 problems" in out.stdout
+    assert list_path(dest, "train").read_text() == list_path(src, "train").read_text()
+    manifest = read_manifest(dest / MANIFEST_NAME)
+    assert len(manifest) == n
+    for (split, name), info in manifest.items():
+        path = video_dir(dest, split) / name
+        assert info == probe_clip(path, split, name) and info.frames == 30
+        assert markers.read(read_frames(path, lambda k: np.arange(k)), 30) == list(range(30))
+    assert not [p for p in dest.rglob("*") if prep.PART_TAG in p.name]
 
 
 # --- the manifest in the loader ---------------------------------------------------------------------

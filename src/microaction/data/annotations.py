@@ -2,12 +2,19 @@
 
 A list line is ``<video file name> <fine id>``; blank lines are ignored and the
 last line may lack a newline. Every problem is reported with file and line.
+
+A video name is a relative path inside the split's folder (``videos_{split}/``):
+an absolute path, a ``..`` or ``.`` component, an empty component, a backslash
+or a control character is refused here, so no list line can name a file
+elsewhere. Whether a name that is a symbolic link stays inside the dataset is a
+question about the files, not the text; ``prepare_ma52`` checks it where it
+opens them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from ..classes import NUM_FINE
 
@@ -23,6 +30,10 @@ class AnnotationError(ValueError):
     """A list or label file that does not follow the official format."""
 
 
+class UnsafeNameError(AnnotationError):
+    """A list line whose video name could lead outside the split's folder."""
+
+
 @dataclass(frozen=True)
 class ClipRecord:
     name: str
@@ -30,12 +41,54 @@ class ClipRecord:
     line: int
 
 
+LIST_SUFFIX = "_list_videos.txt"
+
+
 def list_path(root: Path, split: str) -> Path:
-    return Path(root) / f"{split}_list_videos.txt"
+    return Path(root) / f"{split}{LIST_SUFFIX}"
 
 
 def video_dir(root: Path, split: str) -> Path:
     return Path(root) / f"videos_{split}"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a plain relative path inside a videos folder, or None when it is one."""
+    if not name:
+        return "is empty"
+    bad = sorted({c for c in name if ord(c) < 32 or ord(c) == 127})
+    if bad:
+        return f"contains the control character(s) {', '.join(repr(c) for c in bad)}"
+    if "\\" in name:
+        return "contains a backslash (a folder separator on Windows)"
+    if name.startswith("/"):
+        return "is an absolute path"
+    if PureWindowsPath(name).drive:
+        return f"starts with a drive ({PureWindowsPath(name).drive})"
+    parts = name.split("/")
+    if ".." in parts:
+        return "has a '..' component"
+    if "." in parts:
+        return "has a '.' component"
+    if "" in parts:
+        return "has an empty component (a doubled or trailing '/')"
+    return None
+
+
+def _videos_folder_hint(path: Path) -> str:
+    split = path.name[: -len(LIST_SUFFIX)] if path.name.endswith(LIST_SUFFIX) else None
+    return f"videos_{split}/" if split in SPLITS else "the split's videos folder"
+
+
+def _lines(path: Path):
+    """Numbered lines of the file at ``path`` (LF, CR LF or CR ends a line); a line that is not
+    UTF-8 is an error naming the file and line."""
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            yield lineno, raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise AnnotationError(f"{path}:{lineno}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                                  f"expected '<video file> <fine id>'") from None
 
 
 def read_list(path: str | Path, num_classes: int = NUM_FINE) -> list[ClipRecord]:
@@ -44,33 +97,38 @@ def read_list(path: str | Path, num_classes: int = NUM_FINE) -> list[ClipRecord]
         raise FileNotFoundError(f"list file not found: {path}\n{LAYOUT_HELP}")
     records: list[ClipRecord] = []
     seen: dict[str, int] = {}
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            fields = line.split()
-            if len(fields) != 2:
-                raise AnnotationError(
-                    f"{path}:{lineno}: expected '<video file> <fine id>', got {line!r}"
-                )
-            name, label_text = fields
-            try:
-                label = int(label_text)
-            except ValueError:
-                raise AnnotationError(
-                    f"{path}:{lineno}: label {label_text!r} is not an integer"
-                ) from None
-            if not 0 <= label < num_classes:
-                raise AnnotationError(
-                    f"{path}:{lineno}: label {label} outside 0..{num_classes - 1}"
-                )
-            if name in seen:
-                raise AnnotationError(
-                    f"{path}:{lineno}: {name} already listed on line {seen[name]}"
-                )
-            seen[name] = lineno
-            records.append(ClipRecord(name, label, lineno))
+    for lineno, raw in _lines(path):
+        line = raw.strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise AnnotationError(
+                f"{path}:{lineno}: expected '<video file> <fine id>', got {line!r}"
+            )
+        name, label_text = fields
+        problem = name_problem(name)
+        if problem is not None:
+            raise UnsafeNameError(
+                f"{path}:{lineno}: video name {name!r} {problem}; expected a relative path inside "
+                f"{_videos_folder_hint(path)} such as 0003_01_0001.mp4"
+            )
+        try:
+            label = int(label_text)
+        except ValueError:
+            raise AnnotationError(
+                f"{path}:{lineno}: label {label_text!r} is not an integer"
+            ) from None
+        if not 0 <= label < num_classes:
+            raise AnnotationError(
+                f"{path}:{lineno}: label {label} outside 0..{num_classes - 1}"
+            )
+        if name in seen:
+            raise AnnotationError(
+                f"{path}:{lineno}: {name} already listed on line {seen[name]}"
+            )
+        seen[name] = lineno
+        records.append(ClipRecord(name, label, lineno))
     if not records:
         raise AnnotationError(f"{path}: list file has no entries")
     return records
