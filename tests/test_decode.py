@@ -6,11 +6,15 @@ brightness of a decoded frame says which frame it is.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import av
 import numpy as np
 import pytest
 
-from microaction.data.decode import DecodeError, read_frames
+from microaction.data.decode import DecodeError, quarter_turns, read_frames
 from microaction.data.sampling import segment_indices
 from microaction.data.video_io import write_clip
 
@@ -363,3 +367,132 @@ def test_decode_error_carries_path_and_reason():
     assert err.reason == "broken"
     assert str(err) == "/x/y.mp4: broken"
     assert isinstance(err, RuntimeError)
+
+
+# --- display orientation (rotation metadata) -----------------------------------------
+
+WHITE, MID, DARK = 230, 140, 40
+
+
+def _corner_means(frame: np.ndarray) -> dict[str, float]:
+    """Mean of a box a quarter of each side long in each corner (inside the 16-px blocks below)."""
+    h, w = frame.shape[:2]
+    bh, bw = h // 4, w // 4
+    boxes = {"TL": frame[:bh, :bw], "TR": frame[:bh, -bw:], "BL": frame[-bh:, :bw], "BR": frame[-bh:, -bw:]}
+    return {k: float(v.mean()) for k, v in boxes.items()}
+
+
+# Where the stored picture's top-left (white) and bottom-left (mid grey) corners are shown, for a
+# display rotation in FFmpeg's sense (degrees counter-clockwise): worked out by hand, not by the code.
+SHOWN_AT = {
+    0: {"TL": WHITE, "BL": MID},
+    90: {"BL": WHITE, "BR": MID},  # a quarter turn counter-clockwise: the top edge becomes the left edge
+    180: {"BR": WHITE, "TR": MID},
+    -90: {"TR": WHITE, "TL": MID},  # a phone's portrait clip: turn clockwise, the left edge becomes the top
+}
+
+
+@pytest.mark.parametrize(
+    "rotation,short_side,threads",
+    [(0, None, 1), (-90, None, 1), (90, None, 1), (180, None, 1), (-90, 16, 1), (90, 16, 2)],
+)
+def test_rotated_clip_comes_out_in_display_orientation(tmp_path, rotation, short_side, threads):
+    # Stored as landscape 48 x 32 (W x H): a white block in the top-left corner, a mid-grey block in the
+    # bottom-left one, dark elsewhere; the display matrix says how a player turns it.
+    stored = np.full((6, 32, 48, 3), DARK, np.uint8)
+    stored[:, :16, :16] = WHITE
+    stored[:, -16:, :16] = MID
+    path = write_clip(tmp_path / "rot.mp4", stored, crf=10, rotation=rotation)
+
+    with av.open(str(path)) as c:  # PyAV itself returns the stored picture and the rotation
+        frame = next(c.decode(c.streams.video[0]))
+        assert (frame.width, frame.height) == (48, 32)
+        assert quarter_turns(frame.rotation) == (rotation // 90) % 4
+
+    frames = read_frames(path, lambda n: [0, n - 1, 2], short_side=short_side, threads=threads)
+    quarter = rotation in (90, -90)
+    h, w = (48, 32) if quarter else (32, 48)
+    if short_side:
+        h, w = h * short_side // 32, w * short_side // 32  # the short side (32) becomes short_side
+    assert frames.shape == (3, h, w, 3)
+    expected = {corner: SHOWN_AT[rotation].get(corner, DARK) for corner in ("TL", "TR", "BL", "BR")}
+    for f in frames:
+        got = _corner_means(f)
+        for corner, level in expected.items():
+            assert abs(got[corner] - level) < 12, (rotation, corner, got)
+
+
+def test_quarter_turns_of_display_rotation():
+    assert [quarter_turns(r) for r in (0, 90, 180, -180, -90, 270, 89.7, -90.4)] == [0, 1, 2, 2, 3, 3, 1, 3]
+    assert quarter_turns(45) == 0  # not a multiple of 90 degrees: left as stored
+    assert quarter_turns(30.0) == 0
+
+
+def test_write_clip_refuses_a_rotation_that_is_not_a_quarter_turn(tmp_path):
+    with pytest.raises(ValueError, match="multiple of 90"):
+        write_clip(tmp_path / "x.mp4", np.zeros((2, 16, 16, 3), np.uint8), rotation=45)
+
+
+# --- huge resolution: scaled while decoding, memory bounded by the output ------------------
+
+HUGE_W, HUGE_H = 4000, 3000  # stored landscape; shown as portrait 3000 x 4000 (a phone's 12 MP clip)
+
+
+@pytest.fixture(scope="module")
+def huge_clip(tmp_path_factory):
+    """3 frames of 4000 x 3000 with a phone's rotation (-90); frame i carries its index as brightness."""
+    frames = np.empty((3, HUGE_H, HUGE_W, 3), np.uint8)
+    for i in range(3):
+        frames[i] = 60 + 40 * i
+        frames[i, : HUGE_H // 4, : HUGE_W // 4] = WHITE  # stored top-left: shown top-right
+    path = tmp_path_factory.mktemp("huge") / "huge.mp4"
+    return write_clip(path, frames, crf=30, preset="ultrafast", rotation=-90)
+
+
+_PEAK_RSS = """
+import json, resource, sys
+import numpy as np
+from microaction.data.decode import read_frames
+
+def peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+before = peak_mib()
+out = read_frames(sys.argv[1], lambda n: np.linspace(0, n - 1, 8).round().astype(int), short_side=32)
+print(json.dumps({"shape": list(out.shape), "mean": float(out.mean()), "before": before, "after": peak_mib()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss is in KiB on Linux only")
+def test_huge_resolution_clip_decodes_with_memory_bounded_by_the_output(huge_clip):
+    """8 frames sampled from a 4000 x 3000 clip at short side 32: each frame is scaled by swscale as
+    it is converted, so the process holds the decoder's few frames, never the 8 sampled frames at
+    full size (275 MiB as RGB). Measured in a fresh process, so the figure is read_frames' alone."""
+    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(huge_clip)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["shape"] == [8, 43, 32, 3]  # portrait, 32 x round(4000 * 32 / 3000)
+    full_size_rgb = 8 * HUGE_W * HUGE_H * 3 / 2**20
+    grown = got["after"] - got["before"]
+    assert grown < full_size_rgb, f"peak memory grew by {grown:.0f} MiB decoding 8 frames at short side 32"
+
+
+def test_huge_resolution_clip_gives_a_dataset_sample(huge_clip, tmp_path):
+    import shutil
+
+    from microaction.data.dataset import MA52Dataset
+    from microaction.data.transforms import CenterCrop
+
+    root = tmp_path / "root"
+    (root / "videos_val").mkdir(parents=True)
+    shutil.copy(huge_clip, root / "videos_val" / "huge.mp4")
+    (root / "val_list_videos.txt").write_text("huge.mp4 7\n")
+    ds = MA52Dataset(root, "val", num_segments=4, short_side=32, transform=CenterCrop(32))
+    sample = ds[0]
+    assert sample["label"] == 7
+    video = sample["video"]
+    assert video.dtype.is_floating_point is False and tuple(video.shape) == (4, 3, 32, 32)
+    # centre frames of 4 segments of 3 frames: 0, 1, 1, 2 (brightness 60 + 40 i outside the white block)
+    levels = video[:, :, -8:, :8].float().mean(dim=(1, 2, 3))  # bottom-left: away from the block
+    assert [round((float(v) - 60) / 40) for v in levels] == [0, 1, 1, 2]

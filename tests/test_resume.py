@@ -1,7 +1,9 @@
-"""A training process killed with SIGKILL resumes from its run folder's last checkpoint."""
+"""A training process killed with SIGKILL resumes from its run folder's last checkpoint, keeping the
+metrics it logged before the kill."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -91,3 +93,72 @@ def test_run_killed_mid_epoch_resumes_from_the_step_checkpoint(tiny_root, tmp_pa
         assert "resuming from a checkpoint that ended before the epoch ended" in out
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (final["epoch"], final["global_step"]) == (1, 4)
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows, each without its empty cells (a new column adds empty cells to old rows)."""
+    with path.open(newline="") as f:
+        return [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def _scalars(event_file: Path) -> set[tuple[str, int]]:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return {(v.tag, e.step) for e in EventFileLoader(str(event_file)).Load() for v in e.summary.value}
+
+
+def test_resumed_run_keeps_the_metrics_logged_before_the_kill(tiny_root, tmp_path):
+    """csv/metrics.csv and the TensorBoard event files hold, after the resumed run, everything they held
+    when the first process was killed, followed by the resumed run's metrics. (Lightning's CSVLogger by
+    itself deletes metrics.csv when a run folder is reused.)"""
+    args = [*(a for a in BASE if not a.startswith("logger=")), "logger=many", f"data.root={tiny_root}",
+            "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "~callbacks.step_checkpoint"]
+    run_dir = tmp_path / "run"
+    killed = _train_and_kill(args, run_dir, tmp_path, ready=lambda c: True)
+    assert killed["global_step"] == 2  # the first epoch's checkpoint
+
+    metrics = run_dir / "csv" / "metrics.csv"
+    before = _csv_rows(metrics)
+    # logged before that checkpoint was written, so on disk at the kill whatever its timing
+    assert {"0", "1"} <= {r["step"] for r in before if "train/loss_step" in r}, before
+    assert any(r.get("epoch") == "0" and "val/F1_mean" in r for r in before), before
+    tb = run_dir / "tensorboard"
+    events_before = {p: _scalars(p) for p in tb.glob("events.out.tfevents.*")}
+    assert len(events_before) == 1
+    assert ("train/loss_step", 0) in next(iter(events_before.values()))
+
+    proc = run_cli("train.py", [*args, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert "resuming from" in proc.stderr + proc.stdout
+
+    after = _csv_rows(metrics)
+    assert after[: len(before)] == before, "rows logged before the kill were changed or dropped"
+    resumed = after[len(before):]
+    assert any(r.get("epoch") == "1" and "val/F1_mean" in r for r in resumed), resumed
+    assert any(r.get("epoch") == "1" and "train/loss_epoch" in r for r in resumed), resumed
+    events_after = {p: _scalars(p) for p in tb.glob("events.out.tfevents.*")}
+    assert len(events_after) == 2  # the killed process's file and the resumed one's
+    for path, scalars in events_before.items():
+        assert events_after[path] == scalars, f"{path.name} changed"
+    (new,) = set(events_after) - set(events_before)
+    assert ("val/F1_mean", 3) in events_after[new]
+
+
+def test_csv_logger_continues_a_file_cut_in_the_middle_of_a_row(tmp_path):
+    """The file a killed process left: its rows are kept (the cut one too, as written), the next row
+    starts on a line of its own, and a new column is added without disturbing the old ones."""
+    from microaction.utils.resume import AppendingCSVLogger
+
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    (folder / "metrics.csv").write_text("epoch,step,train/loss\r\n0,0,1.5\r\n0,1,1.")
+    logger = AppendingCSVLogger(tmp_path, name="csv", version="")
+    logger.log_metrics({"epoch": 0, "train/loss": 0.5}, step=2)
+    logger.save()
+    logger.log_metrics({"epoch": 1, "val/F1_mean": 0.25}, step=3)
+    logger.save()
+    assert _csv_rows(folder / "metrics.csv") == [
+        {"epoch": "0", "step": "0", "train/loss": "1.5"},
+        {"epoch": "0", "step": "1", "train/loss": "1."},
+        {"epoch": "0", "step": "2", "train/loss": "0.5"},
+        {"epoch": "1", "step": "3", "val/F1_mean": "0.25"},
+    ]

@@ -5,6 +5,12 @@ means decoding every frame before it. We therefore (1) demux the video stream's
 packets once, which is cheap and gives the frame count without trusting the
 header, (2) decode only up to the last frame we need, and (3) convert (colour
 and scale, in one swscale call) only the frames we keep.
+
+Frames come out in display orientation: a clip whose display matrix says to
+rotate it by a quarter, half or three-quarter turn (phones store portrait video
+as landscape pictures plus such a matrix) has its kept frames turned by it. The
+scale to ``short_side`` is the same before and after a quarter turn (the short
+side stays the short side), so it is done on the stored picture.
 """
 
 from __future__ import annotations
@@ -33,12 +39,26 @@ def _scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, 
     return max(1, round(width * short_side / height)), short_side
 
 
+def quarter_turns(rotation: float) -> int:
+    """Counter-clockwise quarter turns (0-3) for a display-matrix rotation in degrees.
+
+    ``rotation`` is FFmpeg's counter-clockwise angle (PyAV's ``VideoFrame.rotation``):
+    a phone's portrait clip stored as landscape reads -90, i.e. turn clockwise. Angles
+    that are not a multiple of 90 degrees (within one degree) are not applied.
+    """
+    turns = round(rotation / 90)
+    if abs(rotation - 90 * turns) > 1:
+        return 0
+    return turns % 4
+
+
 def read_frames(
     path: str | Path,
     choose_indices: Callable[[int], np.ndarray],
     short_side: int | None = None,
     threads: int = 1,
     num_frames: int | None = None,
+    on_partial: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Decode the frames ``choose_indices(num_frames)`` picks; returns uint8 [T, H, W, 3].
 
@@ -47,7 +67,10 @@ def read_frames(
     number of video packets in the file. If the decoder then delivers fewer
     frames (a truncated or damaged stream, a stale manifest), indices are chosen
     again from the number it did deliver, so nothing beyond the real end is
-    ever returned.
+    ever returned. Such a partly decodable clip is reported, not hidden:
+    ``on_partial(packets, decoded)`` is called with the stream's packet count and
+    the number of frames the decoder delivered (the returned frames then cover
+    only those).
     """
     path = Path(path)
     try:
@@ -72,6 +95,8 @@ def read_frames(
                 frames, _ = _decode(stream, packets, choose_indices(decoded), short_side)
                 if frames is None:
                     raise DecodeError(path, "decoder output changed between two passes")
+                if on_partial is not None:
+                    on_partial(len(packets), decoded)
             return frames
     except DecodeError:
         raise
@@ -111,11 +136,17 @@ def _decode(stream, packets, indices: np.ndarray, short_side: int | None):
                 rgb = frame.reformat(format="rgb24")
             else:
                 rgb = frame.reformat(width=w, height=h, format="rgb24")
+            # The display matrix travels with every decoded frame (FFmpeg copies the stream's).
+            turns = quarter_turns(frame.rotation)
             if result is None:
-                result = np.empty((len(indices), h, w, 3), np.uint8)
-            # Copy straight from swscale's buffer into the output: one copy per frame, not two.
+                shape = (w, h) if turns % 2 else (h, w)
+                result = np.empty((len(indices), *shape, 3), np.uint8)
+            # Copy straight from swscale's buffer into the output: one copy per frame, not two
+            # (a turn is a strided view of that buffer, so it costs no extra copy either).
             plane = rgb.planes[0]
             view = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, : 3 * w].reshape(h, w, 3)
+            if turns:
+                view = np.rot90(view, turns)
             for slot in slots[n]:
                 result[slot] = view
         n += 1

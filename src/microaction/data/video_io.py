@@ -20,12 +20,18 @@ def write_clip(
     gop: int | None = None,
     crf: int = 23,
     frame_times: list[float] | None = None,
+    rotation: int = 0,
+    preset: str = "veryfast",
 ) -> Path:
     """Write uint8 frames [T, H, W, 3] as H.264 (yuv420p) MP4.
 
     ``gop=None`` gives one keyframe per clip, as in the MA-52 release.
     ``audio`` adds a silent AAC track, ``audio_first`` makes it stream 0.
     ``frame_times`` (seconds, increasing) writes a variable-frame-rate clip.
+    ``rotation`` (degrees counter-clockwise, a multiple of 90) is written as the
+    stream's display matrix, as phones do: ``frames`` are the stored pictures and a
+    player shows them turned by it (-90, a quarter turn clockwise, is a phone's
+    portrait clip stored as landscape). ``preset`` is x264's speed/size trade-off.
     The file is written to a temporary name and renamed, so a crash never
     leaves a half-written clip under the final name.
     """
@@ -36,6 +42,8 @@ def write_clip(
     t, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 yuv420p needs even sizes, got {w}x{h}")
+    if rotation % 90:
+        raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -46,10 +54,15 @@ def write_clip(
             vstream = out.add_stream("libx264", rate=fps)
             vstream.width, vstream.height = w, h
             vstream.pix_fmt = "yuv420p"
+            if rotation % 360:
+                if not hasattr(vstream, "set_display_rotation"):
+                    raise RuntimeError(f"writing a rotated clip needs a PyAV with VideoStream.set_display_rotation "
+                                       f"(PyAV {av.__version__} has none)")
+                vstream.set_display_rotation(rotation)
             vstream.codec_context.time_base = Fraction(1, 90000) if frame_times else Fraction(1, fps)
             vstream.options = {
                 "crf": str(crf),
-                "preset": "veryfast",
+                "preset": preset,
                 "g": str(gop if gop else max(t, 1) + 1),
                 "keyint_min": str(gop if gop else max(t, 1) + 1),
                 "sc_threshold": "0",

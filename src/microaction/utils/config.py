@@ -99,14 +99,73 @@ def save_resolved_config(cfg: DictConfig, out_dir: Path) -> Path:
     return path
 
 
+WANDB_DEFAULT_BASE_URL = "https://api.wandb.ai"
+# How long the check that the W&B server answers may take before a run logs offline instead.
+WANDB_CHECK_TIMEOUT_S = 5.0
+
+
+def wandb_base_url() -> str:
+    """The W&B server this process would use: ``WANDB_BASE_URL``, else wandb's settings
+    (``wandb login --host``, settings files), else the public server."""
+    url = os.environ.get("WANDB_BASE_URL")
+    if not url:
+        try:
+            from wandb.sdk import wandb_setup
+
+            url = str(wandb_setup.singleton().settings.base_url)
+        except Exception:  # wandb missing or its settings unreadable: wandb.init reports that itself
+            url = WANDB_DEFAULT_BASE_URL
+    return url.rstrip("/")
+
+
 def wandb_has_credentials() -> bool:
+    """An API key in ``WANDB_API_KEY``, or a ``wandb login`` entry in the netrc file for the
+    configured server (or the public one)."""
+    import netrc
+    from urllib.parse import urlsplit
+
     if os.environ.get("WANDB_API_KEY"):
         return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    try:
-        return "api.wandb.ai" in netrc.read_text()
-    except OSError:
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if not path.is_file():
         return False
+    try:
+        machines = netrc.netrc(str(path)).hosts
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return any(host in machines for host in {urlsplit(wandb_base_url()).netloc, "api.wandb.ai"})
+
+
+def wandb_unreachable(base_url: str, timeout: float = WANDB_CHECK_TIMEOUT_S) -> str | None:
+    """Why the W&B server at ``base_url`` cannot be used right now, or None when it answers.
+
+    One HTTP HEAD request to the server's address (proxy settings from the environment apply, as
+    they do for W&B), bounded as a whole, name lookup included, by ``timeout`` seconds. Any HTTP
+    answer below 500 counts: the server is there (whether the key is valid is W&B's to say).
+    """
+    import threading
+
+    import requests
+
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            response = requests.head(base_url, timeout=timeout, allow_redirects=False)
+        except requests.Timeout:
+            outcome.append(f"no answer within {timeout:g} s")
+        except requests.RequestException as err:
+            found = re.search(r"\[Errno -?\d+\][^'\")]*", str(err))
+            outcome.append(found.group(0).strip() if found else type(err).__name__)
+        else:
+            outcome.append(None if response.status_code < 500 else f"HTTP {response.status_code}")
+
+    thread = threading.Thread(target=probe, name="wandb-reachability", daemon=True)
+    thread.start()
+    thread.join(timeout + 1)
+    if not outcome:
+        return f"no answer within {timeout:g} s"
+    return outcome[0]
 
 
 def sweep_identity() -> tuple[str | None, str | None]:
@@ -139,11 +198,68 @@ def instantiate_dict(section: DictConfig | None, what: str) -> list[Any]:
     return objects
 
 
+def _wandb_offline_reason() -> str | None:
+    """Why a W&B run whose ``offline`` is left to us (null) should log offline; None: go online."""
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled"):
+        return None  # W&B follows WANDB_MODE itself: nothing to decide or to check
+    if not wandb_has_credentials():
+        return "no API key configured"
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return None  # only rank 0 starts a W&B run
+    url = wandb_base_url()
+    reason = wandb_unreachable(url)
+    return None if reason is None else f"the server {url} cannot be reached ({reason})"
+
+
+def _set_offline(entry: DictConfig) -> None:
+    entry.offline = True
+    # Said to wandb.init as well: Lightning's WANDB_MODE variable is ignored once wandb has read its
+    # settings in this process (e.g. an earlier job of the sweep, or the server address looked up here).
+    entry.mode = "offline"
+    entry.log_model = False  # an offline run cannot upload checkpoints
+
+
+def _wandb_dir(entry: DictConfig) -> str:
+    """Where W&B writes the run's files (``<save_dir>/wandb``)."""
+    save_dir = entry.get("save_dir") or entry.get("dir")
+    return str(Path(save_dir) / "wandb") if save_dir else "./wandb"
+
+
+def _start_wandb(logger, entry: DictConfig):
+    """Start an online W&B run now; if W&B cannot start it, log offline instead of failing the job."""
+    import wandb
+    from hydra.utils import instantiate
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return logger  # other ranks never start a W&B run
+    try:
+        _ = logger.experiment
+        return logger
+    except wandb.errors.Error as err:
+        reason = str(err).strip()
+        reason = f"{type(err).__name__}: {reason}" if reason and reason != "<no message>" else type(err).__name__
+    if wandb.run is not None:
+        wandb.finish()
+    _set_offline(entry)
+    log.warning("W&B: the online run could not start (%s); logging offline to %s instead "
+                "(upload later with `wandb sync`)", reason, _wandb_dir(entry))
+    return instantiate(entry)
+
+
 def instantiate_loggers(section: DictConfig | None) -> list[Any]:
-    """Like ``instantiate_dict``, filling W&B's group/name/offline from the sweep."""
+    """Like ``instantiate_dict``, filling W&B's group/name/offline from the sweep.
+
+    W&B with ``offline: null`` logs online when an API key is configured and the server answers
+    within ``WANDB_CHECK_TIMEOUT_S`` seconds, and offline otherwise (said in the log); an online run
+    that W&B then fails to start falls back to offline as well, so the job goes on either way.
+    """
     if not section:
         return []
     section = section.copy()
+    auto_wandb: set[str] = set()
     for name, entry in section.items():
         if isinstance(entry, DictConfig) and str(entry.get("_target_", "")).endswith("WandbLogger"):
             group, job = sweep_identity()
@@ -153,7 +269,16 @@ def instantiate_loggers(section: DictConfig | None) -> list[Any]:
             if entry.get("name") is None and job:
                 entry.name = job
             if entry.get("offline") is None:
-                entry.offline = not wandb_has_credentials()
+                reason = _wandb_offline_reason()
+                entry.offline = reason is not None
                 if entry.offline:
-                    log.info("W&B: no API key configured, logging offline (upload later with `wandb sync`)")
-    return instantiate_dict(section, "logger")
+                    _set_offline(entry)
+                    log.warning("W&B: %s; logging offline to %s (upload later with `wandb sync`)",
+                                reason, _wandb_dir(entry))
+                else:
+                    auto_wandb.add(str(name))
+    loggers = instantiate_dict(section, "logger")
+    if auto_wandb:
+        named = [n for n, e in section.items() if isinstance(e, DictConfig) and "_target_" in e]
+        loggers = [_start_wandb(lg, section[n]) if n in auto_wandb else lg for n, lg in zip(named, loggers)]
+    return loggers

@@ -1,4 +1,5 @@
-"""Random-number state in checkpoints, so a resumed run continues the draws of the run it replaces.
+"""What a resumed run needs beyond Lightning's checkpoint: the random-number state, so it continues
+the draws of the run it replaces, and the metrics its folder already holds.
 
 Lightning's checkpoints hold weights, optimizer, schedulers, loop progress and callback states,
 but not the RNG streams that pick the next epoch's clip order, crops and dropout masks; without
@@ -7,12 +8,16 @@ them a run resumed at an epoch boundary takes a different path from one never in
 
 from __future__ import annotations
 
+import csv
 import random
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
 def _numpy_state_to_plain(state: tuple) -> tuple:
@@ -50,3 +55,39 @@ class RNGStateCheckpoint(L.Callback):
         cuda = state_dict.get("cuda")
         if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that a ``metrics.csv`` already in the folder is continued."""
+
+    def _check_log_dir_exists(self) -> None:
+        # Lightning deletes the file here. Keep it and carry on with its columns, in its order; a new
+        # column rewrites the header with every row kept (Lightning's own mechanism).
+        if not self._fs.isfile(self.metrics_file_path):
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            text = file.read()
+        self.metrics_keys = next(csv.reader(text.splitlines()[:1]), [])
+        if text and not text.endswith("\n"):
+            # a process killed in the middle of a row: end that row, so the next starts on its own line
+            with self._fs.open(self.metrics_file_path, "a", newline="") as file:
+                file.write("\r\n")
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``CSVLogger`` that appends to the ``metrics.csv`` already in its folder instead of deleting it.
+
+    A run resumed in its own folder (``ckpt_path=auto|last``) logs into the same ``csv/metrics.csv``
+    as the run it continues: every row written before the stop stays, the resumed run's rows follow.
+    Steps logged after the last checkpoint and before the stop appear twice (the later row is the
+    resumed run's). The trainer saves the file after every logging call, so a killed run loses no row
+    it logged.
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
