@@ -861,3 +861,28 @@ def test_manifest_errors_name_file_and_line(tmp_path, markers):
     assert resolve_manifest(tmp_path, "auto") == path
     assert resolve_manifest(tmp_path, None) is None
     assert resolve_manifest(tmp_path / "elsewhere", "auto") is None  # no manifest: frames are counted
+
+
+def test_rotated_source_stays_upright_in_the_cache(tmp_path, markers):
+    """A phone's portrait clip (stored landscape + a display matrix) is cached with its rotation, and the
+    manifest records the size as displayed."""
+    from microaction.data.decode import read_frames
+    from microaction.data.manifest import read_manifest
+    from microaction.data.video_io import write_clip
+
+    src = tmp_path / "src"
+    (src / "videos_val").mkdir(parents=True)
+    frames = markers.frames(6, 32, 48)
+    frames[:, :8, :8] = 255  # a white corner: top-left as stored
+    write_clip(src / "videos_val" / "r.mp4", frames, rotation=-90, crf=12)
+    (src / "val_list_videos.txt").write_text("r.mp4 3")
+    dest = tmp_path / "dest"
+    assert prep.prepare(src, dest, prep.EncodeSettings(short_side=32), splits=("val",), workers=1,
+                        show_progress=False).ok
+    cached = read_frames(dest / "videos_val" / "r.mp4", lambda n: np.arange(n))
+    original = read_frames(src / "videos_val" / "r.mp4", lambda n: np.arange(n), short_side=32)
+    assert cached.shape == original.shape == (6, 48, 32, 3)  # portrait, as displayed
+    # the white corner sits where the source displays it (turned a quarter clockwise: top-right)
+    assert cached[0, :6, -6:].mean() > 200 and cached[0, -6:, :6].mean() < 200
+    info = read_manifest(dest / "manifest.csv")[("val", "r.mp4")]
+    assert (info.width, info.height) == (32, 48)

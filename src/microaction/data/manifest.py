@@ -15,6 +15,8 @@ from pathlib import Path
 
 import av
 
+from .decode import quarter_turns
+
 MANIFEST_NAME = "manifest.csv"
 
 
@@ -37,6 +39,17 @@ class ClipInfo:
 FIELDS = tuple(f.name for f in fields(ClipInfo))
 
 
+def _first_frame_rotation(container, stream) -> float:
+    """The display rotation (degrees) the decoder attaches to the first frame; 0 if none decodes."""
+    container.seek(0, stream=stream)
+    try:
+        for frame in container.decode(stream):
+            return frame.rotation
+    except av.FFmpegError:
+        pass
+    return 0.0
+
+
 def probe_clip(path: str | Path, split: str = "", name: str | None = None) -> ClipInfo:
     """Facts of a clip from its demuxed video packets (headers may lack or misstate them)."""
     path = Path(path)
@@ -46,6 +59,9 @@ def probe_clip(path: str | Path, split: str = "", name: str | None = None) -> Cl
         stream = container.streams.video[0]
         pts = [p.pts for p in container.demux(stream) if p.size > 0]
         width, height = stream.codec_context.width, stream.codec_context.height
+        # the size as displayed: a quarter-turn display matrix swaps the stored sides
+        if pts and quarter_turns(_first_frame_rotation(container, stream)) % 2:
+            width, height = height, width
         rate = stream.average_rate
         tb = stream.time_base
     frames = len(pts)

@@ -47,6 +47,7 @@ import av
 from ..classes import NUM_FINE, class_table
 from .annotations import (SPLITS, AnnotationError, ClipRecord, UnsafeNameError, list_path, read_label_names,
                           read_list, video_dir)
+from .decode import quarter_turns
 from .layout import write_lists
 from .manifest import MANIFEST_NAME, ClipInfo, probe_clip, write_manifest
 
@@ -154,6 +155,7 @@ def read_source(path: Path, short_side: int | None):
             stream.codec_context.thread_count = 1
             size = None
             frames, packets, damaged = [], 0, 0
+            rotation = 0
             for packet in container.demux(stream):
                 if packet.size:
                     packets += 1
@@ -163,6 +165,9 @@ def read_source(path: Path, short_side: int | None):
                     damaged += 1
                     continue
                 for frame in decoded:
+                    if not frames:
+                        # the display matrix (a phone's portrait clip stored as landscape) goes into the cache
+                        rotation = quarter_turns(frame.rotation) * 90
                     if short_side is None:
                         frames.append(None)  # only counted
                         continue
@@ -182,11 +187,12 @@ def read_source(path: Path, short_side: int | None):
     if len(frames) < packets:
         raise ClipProblem(f"only {len(frames)} of {packets} frames decode (damaged or truncated)"
                           + (f", {damaged} packets rejected" if damaged else ""))
-    return frames, tb, rate, width, height, packets
+    return frames, tb, rate, width, height, packets, rotation
 
 
-def encode_clip(tmp: Path, frames, time_base, rate, settings: EncodeSettings) -> None:
-    """Write ``frames`` (yuv420p VideoFrames) to ``tmp`` as H.264 MP4, no audio."""
+def encode_clip(tmp: Path, frames, time_base, rate, settings: EncodeSettings, rotation: int = 0) -> None:
+    """Write ``frames`` (yuv420p VideoFrames) to ``tmp`` as H.264 MP4, no audio, with the source's
+    display rotation (degrees counter-clockwise, a multiple of 90)."""
     pts = [f.pts for f in frames]
     keep_times = time_base is not None and all(p is not None for p in pts) and all(
         a < b for a, b in zip(pts, pts[1:]))
@@ -195,6 +201,8 @@ def encode_clip(tmp: Path, frames, time_base, rate, settings: EncodeSettings) ->
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames[0].width, frames[0].height
         stream.pix_fmt = "yuv420p"
+        if rotation % 360:
+            stream.set_display_rotation(rotation)
         # Source timestamps are kept so a variable-frame-rate clip stays one.
         stream.codec_context.time_base = time_base if keep_times else 1 / Fraction(fps)
         stream.codec_context.thread_count = 1
@@ -228,7 +236,7 @@ def process_clip(task: Task, settings: EncodeSettings) -> Outcome:
         return Outcome(task, problem=f"now leads to {real or 'a symbolic link loop'}, outside the source root "
                                      f"{task.roots[0]}; expected the clip inside it (it changed during the run)")
     try:
-        frames, tb, rate, width, height, packets = read_source(
+        frames, tb, rate, width, height, packets, rotation = read_source(
             real, None if task.dst is None else settings.short_side)
     except ClipProblem as err:
         return Outcome(task, problem=str(err))
@@ -237,7 +245,7 @@ def process_clip(task: Task, settings: EncodeSettings) -> Outcome:
         return Outcome(task, info=info)
     tmp = task.dst.with_name(f".{task.dst.name}{PART_TAG}{os.getpid()}")
     try:
-        encode_clip(tmp, frames, tb, rate, settings)
+        encode_clip(tmp, frames, tb, rate, settings, rotation)
         info = probe_clip(tmp, task.split, task.record.name)
         if info.frames != len(frames):
             raise PrepareError(f"{tmp}: wrote {len(frames)} frames but {info.frames} came back")
