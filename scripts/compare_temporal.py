@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from microaction.classes import class_table
+from microaction.labels import LabelSpace
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("tsn", "tsm", "manet")
@@ -107,7 +107,7 @@ def prepare_data(overrides: list[str]) -> Path:
     """Generate the dataset once, before any timing, from the same composed config as the runs."""
     from hydra import compose, initialize_config_dir
 
-    from microaction.data.generators import get_generator
+    from microaction.data.synthetic import get_generator
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=procedural_manet", *overrides])
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not isinstance(test, dict):
             raise SystemExit(f"{model}: no test metrics ({test!r}); the procedural data has test labels")
         results[model] = {**{k: float(test[k]) for k in COLUMNS[:5]},
-                          **head_tail_f1(run_dir / "predictions_test.csv", class_table().train_counts),
+                          **head_tail_f1(run_dir / "predictions_test.csv", LabelSpace.ma52().train_counts),
                           **pair_scores(run_dir / "predictions_test.csv", pairs),
                           "val_F1_mean": float(metrics["val"]["F1_mean"]), "seconds": seconds}
         print(f"{model}: test F1_mean {100 * results[model]['F1_mean']:.2f}, "

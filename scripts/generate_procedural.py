@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from microaction.data.procedural import class_counts, write_procedural
+from microaction.data.synthetic.procedural import class_counts, write_procedural
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,7 @@
 """Count parameters and FLOPs of every Table II model at its standard input and
 write the table into docs/model_zoo.md (between the zoo:begin / zoo:end markers).
+The models, their standard inputs and published sizes are the registry's
+(``register_model`` beside each backbone), in the order they are registered.
 
     python scripts/model_zoo.py            # rewrite the table in docs/model_zoo.md
     python scripts/model_zoo.py --print    # print it only
@@ -14,7 +16,8 @@ import argparse
 from pathlib import Path
 
 from microaction.embeddings import load_label_embeddings
-from microaction.models.zoo import ZOO, build_standard, count_flops, count_params
+from microaction.models import catalogue
+from microaction.models.counting import build_standard, count_flops, count_params
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "model_zoo.md"
 BEGIN, END = "<!-- zoo:begin -->", "<!-- zoo:end -->"
@@ -23,7 +26,8 @@ BEGIN, END = "<!-- zoo:begin -->", "<!-- zoo:end -->"
 def rows() -> list[dict]:
     embed_dim = load_label_embeddings(None, num_classes=52).shape[1]
     out = []
-    for name, entry in ZOO.items():
+    for entry in catalogue():
+        name = entry.name
         k400 = build_standard(name, num_classes=400)
         ours = build_standard(name, num_classes=52, embed_dim=embed_dim)
         flops = count_flops(k400, entry.frames, entry.size)

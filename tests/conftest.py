@@ -56,7 +56,7 @@ def markers():
 @pytest.fixture
 def marker_clip(tmp_path, markers):
     """Factory: write a marked clip with ``write_clip`` and return its path."""
-    from microaction.data.video_io import write_clip
+    from microaction.data.video import write_clip
 
     def make(name: str = "clip.mp4", num_frames: int = 12, height: int = 32, width: int = 48, crf: int = 12, **kw):
         frames = markers.frames(num_frames, height, width)
@@ -68,7 +68,7 @@ def marker_clip(tmp_path, markers):
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """A complete 52-class dataset in the official layout, one clip per class and split."""
-    from microaction.data.quickstart import write_quickstart
+    from microaction.data.synthetic.quickstart import write_quickstart
 
     return write_quickstart(tmp_path_factory.mktemp("data") / "tiny", per_class=(1, 1, 1), seed=1, audio=False)
 

@@ -103,18 +103,24 @@ def user_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MA52_ROOT", "MICROACTION_"))}
     env["HYDRA_FULL_ERROR"] = "0"
     env["HOME"] = str(home)  # no ~/.netrc: W&B must go offline by itself
+    # a machine without network, as the documented MICROACTION_OFFLINE=1 declares it: tests never download
+    env["MICROACTION_OFFLINE"] = "1"
     return env
 
 
 def run_as_typed(command: str, checkout: Path, extra: list[str] = (), check: bool = True,
-                 timeout: int = 600) -> subprocess.CompletedProcess:
+                 timeout: int = 600, pythonpath: str | None = None) -> subprocess.CompletedProcess:
     """Run a documented command (``python train.py ...``) in ``checkout`` exactly as printed, with only
-    ``extra`` (tiny sizes, a data root) appended."""
+    ``extra`` (tiny sizes, a data root) appended. ``pythonpath``: import the package from there (a copy
+    with files added) instead of the installed one."""
     import shlex
 
     argv = shlex.split(command)
     assert argv[0] == "python", command
-    proc = subprocess.run([sys.executable, *argv[1:], *extra], cwd=checkout, env=user_env(checkout),
+    env = user_env(checkout)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, *argv[1:], *extra], cwd=checkout, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{command} {extra} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import TINY, run_as_typed
+from helpers import TINY, copy_checkout, run_as_typed
 from omegaconf import OmegaConf
 
 
@@ -39,20 +39,6 @@ def test_alpha_sweep_as_typed(checkout, tiny_root):
         assert Path(metrics["output_dir"]) == job
 
 
-def test_quickstart_sweep_as_typed(checkout):
-    """The quickstart as a sweep (the case that failed with `HydraConfig was not set`)."""
-    multiruns = checkout / "logs" / "train" / "multiruns"
-    before = set(multiruns.iterdir()) if multiruns.is_dir() else set()
-    run_as_typed("python train.py -m experiment=quickstart loss.alpha=0,5", checkout,
-                 ["data.generate_kwargs.per_class=[1,1,1]", *TINY])
-    (sweep,) = _new_dirs(multiruns, before)
-    assert [j.name for j in _jobs(sweep)] == ["0_loss.alpha=0", "1_loss.alpha=5"]
-    # the generated data went to the documented default folder
-    assert (checkout / "data" / "ma52_quickstart" / "train_list_videos.txt").is_file()
-    for job in _jobs(sweep):
-        assert json.loads((job / "metrics.json").read_text())["val"]["F1_mean"] >= 0
-
-
 def test_quickstart_as_typed(checkout):
     """`python train.py experiment=quickstart`: one run under logs/train/runs/ with every promised file."""
     runs = checkout / "logs" / "train" / "runs"
@@ -65,3 +51,32 @@ def test_quickstart_as_typed(checkout):
         assert (run / name).is_file(), name
     assert list((run / "checkpoints").glob("best_epoch*.ckpt"))
     assert "F1_mean" in proc.stdout
+
+
+# The quickstart's figures at a small size: the training code of commit ec0b18e on these data (2-core CPU,
+# seed 0). Any change to data, sampling, initialisation, loss or metrics that moves them shows here. The data are
+# written losslessly (crf=0): at the default quality the encoder's choices, and so the decoded pixels, can differ
+# between two generations with the same seed; lossless frames are exactly the rendered ones. Ratios of clip
+# counts (52 clips per split), so exact comparison is meaningful.
+PINNED_SIZE = ["data.generate_kwargs.per_class=[1,1,1]", "data.generate_kwargs.crf=0", "data.num_segments=2",
+               "data.input_size=32", "data.short_side=32", "model.depth=10", "trainer.max_epochs=2"]
+PINNED = {
+    "val": {"F1_mean": 0.09704640507698059, "action_F1_macro": 0.007326007355004549,
+            "action_F1_micro": 0.03846153989434242, "action_top1": 0.03846153989434242,
+            "action_top5": 0.11538461595773697, "body_F1_macro": 0.1308596134185791,
+            "body_F1_micro": 0.21153846383094788, "body_top1": 0.21153846383094788, "num_clips": 52.0},
+    "test": {"F1_mean": 0.08651350438594818, "action_F1_macro": 0.0010121457744389772,
+             "action_F1_micro": 0.01923076994717121, "action_top1": 0.01923076994717121,
+             "action_top5": 0.07692307978868484, "body_F1_macro": 0.13350340723991394,
+             "body_F1_micro": 0.19230769574642181, "body_top1": 0.19230769574642181, "num_clips": 52.0},
+}
+
+
+def test_quickstart_figures_are_pinned(tmp_path):
+    """`python train.py experiment=quickstart` from its own fresh copy (so it writes its own data/)."""
+    checkout = copy_checkout(tmp_path)
+    run_as_typed("python train.py experiment=quickstart", checkout, PINNED_SIZE)
+    (run,) = (checkout / "logs" / "train" / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    for split, pinned in PINNED.items():
+        assert {k: metrics[split][k] for k in pinned} == pinned, split

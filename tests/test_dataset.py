@@ -12,11 +12,11 @@ from torch.utils.data import DataLoader, get_worker_info
 from microaction.classes import class_table
 from microaction.data.annotations import LAYOUT_HELP, AnnotationError, list_path, video_dir
 from microaction.data.datamodule import MA52DataModule
-from microaction.data.dataset import MA52Dataset, collate_skipping
-from microaction.data.decode import DecodeError
-from microaction.data.layout import COMPLETE_MARKER, is_complete, write_label_names, write_lists
+from microaction.data.dataset import MA52Dataset, UndecodableClipError, collate_skipping
+from microaction.data.layout import write_label_names, write_lists
+from microaction.data.synthetic.staging import COMPLETE_MARKER, is_complete
 from microaction.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from microaction.data.video_io import write_clip
+from microaction.data.video import DecodeError, write_clip
 
 # Body part by fine id, straight from SPEC section 2 (independent of classes.csv).
 SPEC_COARSE = {**{f: 0 for f in range(0, 5)}, **{f: 1 for f in range(5, 11)}, **{f: 2 for f in range(11, 24)},
@@ -88,7 +88,8 @@ def test_sample_keys_shapes_dtypes_and_frames(leaky_root, markers):
     assert ds.labels() == [fine for _, fine, _ in LEAKY]
     for i, (name, fine, n) in enumerate(LEAKY):
         s = ds[i]
-        assert set(s) == {"video", "label", "coarse", "index", "name"}
+        assert set(s) == {"video", "label", "coarse", "index", "name", "partial"}
+        assert s["partial"] == ""  # decoded in full
         v = s["video"]
         assert isinstance(v, torch.Tensor)
         assert v.dtype == torch.uint8
@@ -181,10 +182,11 @@ def test_corrupt_clip_skipped_and_collate_drops_it(corrupt_root, markers):
     root, entries = corrupt_root
     ds = MA52Dataset(root, "val", num_segments=4, short_side=None, on_decode_error="skip")
     samples = [ds[i] for i in range(3)]
-    assert samples[1] == {"skipped": "0002_01_0002.mp4"}
+    assert samples[1]["skipped"] == "0002_01_0002.mp4" and samples[1]["reason"]
     batch = collate_skipping(samples)
     assert batch["num_skipped"] == 1
     assert batch["skipped"] == ["0002_01_0002.mp4"]
+    assert batch["partial"] == [] and set(batch["decode_notes"]) == {"0002_01_0002.mp4"}
     assert batch["video"].shape == (2, 4, 3, 32, 48)
     assert batch["video"].dtype == torch.uint8
     assert batch["label"].tolist() == [5, 20]
@@ -197,11 +199,13 @@ def test_corrupt_clip_skipped_and_collate_drops_it(corrupt_root, markers):
 
 def test_collate_all_skipped_and_none_skipped(corrupt_root):
     root, _ = corrupt_root
-    ds = MA52Dataset(root, "val", num_segments=2, short_side=None)
+    ds = MA52Dataset(root, "val", num_segments=2, short_side=None, on_decode_error="skip")
     batch = collate_skipping([ds[1], ds[1]])
-    assert batch == {"num_skipped": 2, "skipped": ["0002_01_0002.mp4", "0002_01_0002.mp4"]}
+    assert {k: batch[k] for k in ("num_skipped", "skipped", "partial")} == {
+        "num_skipped": 2, "skipped": ["0002_01_0002.mp4", "0002_01_0002.mp4"], "partial": []}
+    assert "video" not in batch
     batch = collate_skipping([ds[0], ds[2]])
-    assert batch["num_skipped"] == 0 and batch["skipped"] == []
+    assert batch["num_skipped"] == 0 and batch["skipped"] == [] and batch["decode_notes"] == {}
     assert batch["video"].shape[0] == 2
 
 
@@ -209,9 +213,24 @@ def test_corrupt_clip_raises_in_raise_mode(corrupt_root):
     root, _ = corrupt_root
     ds = MA52Dataset(root, "val", num_segments=2, short_side=None, on_decode_error="raise")
     assert ds[0]["label"] == 5
-    with pytest.raises(DecodeError) as exc:
+    with pytest.raises(UndecodableClipError) as exc:
         ds[1]
+    assert isinstance(exc.value, DecodeError)
+    # the file, its list file and line, and the key that would skip it
     assert str(video_dir(root, "val") / "0002_01_0002.mp4") in str(exc.value)
+    assert f"{list_path(root, 'val')}:2:" in str(exc.value)
+    assert "data.on_decode_error=skip" in str(exc.value)
+    # raising is the dataset's default: skipping is asked for
+    with pytest.raises(UndecodableClipError):
+        MA52Dataset(root, "val", num_segments=2, short_side=None)[1]
+
+
+def test_undecodable_clip_in_a_worker_keeps_its_type_and_line(corrupt_root):
+    root, _ = corrupt_root
+    ds = MA52Dataset(root, "val", num_segments=2, short_side=None, on_decode_error="raise")
+    loader = DataLoader(ds, batch_size=3, num_workers=1, collate_fn=collate_skipping)
+    with pytest.raises(UndecodableClipError, match=r"val_list_videos\.txt:2: .*0002_01_0002\.mp4"):
+        list(loader)
 
 
 class _WorkerTaggingDataset(MA52Dataset):
@@ -246,7 +265,7 @@ def test_dataloader_with_two_workers_yields_each_clip_once(leaky_root, corrupt_r
 
     # Skipping works across worker processes too.
     root, _ = corrupt_root
-    ds = MA52Dataset(root, "val", num_segments=2, short_side=None)
+    ds = MA52Dataset(root, "val", num_segments=2, short_side=None, on_decode_error="skip")
     loader = DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate_skipping)
     batches = list(loader)
     assert len(batches) == 1
@@ -323,7 +342,7 @@ def test_datamodule_generates_quickstart_once(tmp_path):
 
     # And the generated data loads: labels from the list, coarse from the class table.
     dm.setup("fit")
-    assert dm.label_names == list(class_table().fine_names)
+    assert dm.label_space.classes == class_table().fine_names
     batch = next(iter(dm.val_dataloader()))
     assert batch["video"].shape == (4, 4, 3, 32, 32) and batch["video"].dtype == torch.uint8
     table = class_table().fine_to_coarse
@@ -367,3 +386,121 @@ def test_on_after_batch_transfer_normalises_like_imagenet():
     assert IMAGENET_MEAN == (0.485, 0.456, 0.406) and IMAGENET_STD == (0.229, 0.224, 0.225)
     # A batch that is all skipped has no video and passes through.
     assert dm.on_after_batch_transfer({"num_skipped": 3, "skipped": []}, 0) == {"num_skipped": 3, "skipped": []}
+
+
+# --- partly decodable clips ------------------------------------------------------------------
+
+
+def _plain_pyav_frames(path):
+    """Ground truth independent of read_frames: the frames plain PyAV delivers for ``path``."""
+    import av
+
+    count = 0
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        for packet in c.demux(stream):
+            try:
+                count += len(stream.codec_context.decode(packet))
+            except av.FFmpegError:
+                pass
+        try:
+            count += len(stream.codec_context.decode(None))
+        except av.FFmpegError:
+            pass
+    return count
+
+
+def _damage_packet(path, index):
+    """Overwrite one video packet with zeros: the decoder drops it (and what depends on it)."""
+    import av
+
+    with av.open(str(path)) as c:
+        spans = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    data = bytearray(path.read_bytes())
+    pos, size = spans[index]
+    data[pos : pos + size] = b"\x00" * size
+    path.write_bytes(bytes(data))
+    return len(spans)
+
+
+@pytest.fixture
+def partial_root(tmp_path, markers):
+    """val: clip 2 of 3 has a damaged packet, so the decoder delivers fewer frames than it has packets."""
+    entries = [("a.mp4", 3, 12), ("b.mp4", 4, 20), ("c.mp4", 5, 12)]
+    root = _make_split(tmp_path / "p", "val", entries, markers)
+    packets = _damage_packet(video_dir(root, "val") / "b.mp4", 10)
+    real = _plain_pyav_frames(video_dir(root, "val") / "b.mp4")
+    assert packets == 20 and real < packets
+    return root, real
+
+
+def test_partly_decodable_clip_is_marked_and_collated_by_name(partial_root, markers):
+    root, real = partial_root
+    # every frame asked for: the last one is missing, so the frames are chosen again within what decoded
+    ds = MA52Dataset(root, "val", num_segments=20, short_side=None, on_decode_error="raise")
+    samples = [ds[i] for i in range(3)]
+    assert samples[0]["partial"] == "" and samples[2]["partial"] == ""
+    assert samples[1]["partial"] == f"decoded {real} of 20 frames; sampled within those"
+    batch = collate_skipping(samples)
+    assert batch["partial"] == ["b.mp4"] and batch["skipped"] == [] and batch["num_skipped"] == 0
+    assert batch["decode_notes"] == {"b.mp4": samples[1]["partial"]}
+    # the partly decoded clip is still in the batch, with real frames only
+    assert batch["name"] == ["a.mp4", "b.mp4", "c.mp4"]
+    ids = markers.read(batch["video"][1].permute(0, 2, 3, 1).numpy(), 20)
+    assert len(set(ids)) == real
+
+
+# --- undecodable clips per split, dummy test labels, the training prior ----------------------------
+
+
+def _three_splits(root, markers, test_labels=(7, 8, 9), corrupt=()):
+    for split, labels in (("train", (1, 2, 2, 3, 3, 3)), ("val", (1, 2, 3)), ("test", test_labels)):
+        entries = [(f"{split}{i}.mp4", lab, 6) for i, lab in enumerate(labels)]
+        _make_split(root, split, entries, markers, corrupt=corrupt)
+    return root
+
+
+@pytest.mark.parametrize("mode,expect", [("auto", {"train": "skip", "val": "raise", "test": "raise"}),
+                                         ("skip", {"train": "skip", "val": "skip", "test": "skip"}),
+                                         ("raise", {"train": "raise", "val": "raise", "test": "raise"})])
+def test_on_decode_error_per_split(tmp_path, markers, mode, expect):
+    root = _three_splits(tmp_path / "r", markers, corrupt={"train1.mp4", "val1.mp4", "test1.mp4"})
+    dm = MA52DataModule(root=str(root), num_workers=0, on_decode_error=mode, num_segments=2, input_size=16,
+                        short_side=16)
+    dm.setup(None)
+    for split, what in expect.items():
+        ds = dm.datasets[split]
+        assert ds.on_decode_error == what
+        if what == "skip":
+            assert ds[1] == {"skipped": f"{split}1.mp4", "reason": ds[1]["reason"]}
+        else:
+            with pytest.raises(UndecodableClipError, match=rf"{split}_list_videos\.txt:2: "):
+                ds[1]
+
+
+def test_dummy_test_labels_refused_with_test_has_labels(tmp_path, markers):
+    root = _three_splits(tmp_path / "r", markers, test_labels=(0, 0, 0))
+    dm = MA52DataModule(root=str(root), num_workers=0, test_has_labels=True)
+    with pytest.raises(AnnotationError) as exc:
+        dm.check_layout(("test",))
+    msg = str(exc.value)
+    assert str(list_path(root, "test")) in msg and "all 3 lines carry label 0" in msg
+    assert "data.test_has_labels=false" in msg
+    with pytest.raises(AnnotationError):
+        dm.setup("test")
+    # hidden labels are what the default expects; real labels pass
+    MA52DataModule(root=str(root), num_workers=0).setup("test")
+    root2 = _three_splits(tmp_path / "r2", markers, test_labels=(0, 0, 5))
+    MA52DataModule(root=str(root2), num_workers=0, test_has_labels=True).setup("test")
+
+
+def test_class_prior_order_counts_the_training_list(tmp_path, markers):
+    root = _three_splits(tmp_path / "r", markers)
+    dm = MA52DataModule(root=str(root), num_workers=0)
+    order, source = dm.class_prior_order()
+    # train labels 1, 2, 2, 3, 3, 3: 3 > 2 > 1, then every other class by id
+    assert order[:5] == [3, 2, 1, 0, 4] and sorted(order) == list(range(52))
+    assert str(list_path(root, "train")) in source
+    list_path(root, "train").unlink()
+    order, source = MA52DataModule(root=str(root), num_workers=0).class_prior_order()
+    assert order[:5] == [0, 1, 2, 3, 4] and "no training list" in source

@@ -14,9 +14,8 @@ import av
 import numpy as np
 import pytest
 
-from microaction.data.decode import DecodeError, quarter_turns, read_frames
 from microaction.data.sampling import segment_indices
-from microaction.data.video_io import write_clip
+from microaction.data.video import DecodeError, quarter_turns, read_frames, write_clip
 
 
 class Recorder:
@@ -251,7 +250,7 @@ def _decodable_frames(path):
 
 @pytest.mark.parametrize("fraction", [0.6, 0.8])
 def test_truncated_faststart_clip_decodes_only_existing_frames(tmp_path, markers, fraction):
-    """decode.py's contract: if the decoder delivers fewer frames than there are
+    """read_frames' contract: if the decoder delivers fewer frames than there are
     packets, indices are chosen again from the number it did deliver, so only
     real frames come back and nothing past the real end."""
     n = 40
@@ -452,7 +451,7 @@ def huge_clip(tmp_path_factory):
 _PEAK_RSS = """
 import json, resource, sys
 import numpy as np
-from microaction.data.decode import read_frames
+from microaction.data.video import read_frames
 
 def peak_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

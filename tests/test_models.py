@@ -1,10 +1,9 @@
 import pytest
 import torch
-import torch.nn as nn
 
 from microaction.models import available_models, create_model
+from microaction.models.manet import ResidualPrefix
 from microaction.models.squeeze_excite import SqueezeExcite
-from microaction.models.temporal_resnet import ResidualPrefix
 from microaction.models.temporal_shift import TemporalShift, temporal_shift
 
 
@@ -145,11 +144,11 @@ def test_registry():
         create_model("manet", depth=42)
 
 
-def test_pretrained_unobtainable_falls_back_to_random(tmp_path, caplog):
+def test_pretrained_missing_file_is_an_error(tmp_path):
+    # an explicit file never falls back to random initialisation (tests/test_pretrained.py has the rest)
     missing = tmp_path / "nothing.pth"
-    with caplog.at_level("WARNING"):
-        model = create_model("tsn", depth=18, num_segments=2, embed_dim=4, pretrained=str(missing))
-    assert "random initialisation" in caplog.text and isinstance(model, nn.Module)
+    with pytest.raises(FileNotFoundError, match="model.pretrained=.*nothing.pth: no such file"):
+        create_model("tsn", depth=18, num_segments=2, embed_dim=4, pretrained=str(missing))
 
 
 def test_pretrained_from_state_dict_file(tmp_path):
@@ -178,3 +177,28 @@ def test_resnet10_is_resnet18_with_one_block_per_stage():
     assert model(torch.randn(1, 2, 3, 32, 32))["logits"].shape == (1, 52)
     with pytest.raises(ValueError, match="no ImageNet weights exist for ResNet-10"):
         create_model("tsn", depth=10, pretrained=True)
+
+
+def test_pretrained_file_in_this_models_key_names(tmp_path):
+    # besides torchvision's key names, a file of this network itself loads (SE and head included)
+    torch.manual_seed(1)
+    src = create_model("manet", depth=10, num_segments=2, embed_dim=4)
+    path = tmp_path / "manet_r10.pth"
+    torch.save(src.state_dict(), path)
+    torch.manual_seed(2)
+    loaded = create_model("manet", depth=10, num_segments=2, embed_dim=4, pretrained=str(path))
+    assert loaded.initialised_from == str(path.resolve())
+    for key, value in src.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_torchvision_file_leaves_se_at_its_initialisation(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
+    torch.manual_seed(0)
+    plain = create_model("manet", depth=18, num_segments=2, embed_dim=4)
+    torch.manual_seed(0)
+    loaded = create_model("manet", depth=18, num_segments=2, embed_dim=4, pretrained=str(tmp_path / "r18.pth"))
+    torch.testing.assert_close(loaded.layer2[1].conv1.se.fc1.weight, plain.layer2[1].conv1.se.fc1.weight)
+    assert not torch.equal(loaded.layer2[1].conv1.conv.weight, plain.layer2[1].conv1.conv.weight)

@@ -24,7 +24,12 @@ def test_fast_dev_run_composed_config(tiny_root, tmp_path):
         assert saved[split]["num_clips"] == 8  # fast_dev_run: one batch
     assert results["val"]["F1_mean"] == pytest.approx(saved["val"]["F1_mean"])
     assert (tmp_path / "config_resolved.yaml").is_file()
-    assert (tmp_path / "submission_test.csv").is_file()
+    # one batch of the 52 listed test clips: a submission with 8 rows would be wrong, so none is written
+    test = saved["clips"]["test"]
+    assert (test["listed"], test["scored"], test["skipped"], test["not_run"]) == (52, 8, 0, 44)
+    assert test["submission"].startswith("not written: 44 of 52 listed test clips were not run")
+    assert not (tmp_path / "submission_test.csv").exists()
+    assert (tmp_path / "predictions_test.csv").is_file()
 
 
 def test_seed_zero_is_honoured(tiny_root, tmp_path):
@@ -59,7 +64,7 @@ def test_alpha_multirun_gives_one_readable_folder_per_job(tiny_root, tmp_path):
     assert alphas == [0.0, 1.0]
 
 
-def test_train_resume_and_eval_on_the_checkpoint(tiny_root, tmp_path):
+def test_train_and_eval_on_the_checkpoint(tiny_root, tmp_path):
     run_dir = tmp_path / "run"
     run_cli("train.py", [*FAST, f"data.root={tiny_root}", f"hydra.run.dir={run_dir}"], tmp_path)
     trained = json.loads((run_dir / "metrics.json").read_text())
@@ -97,11 +102,7 @@ def test_train_resume_and_eval_on_the_checkpoint(tiny_root, tmp_path):
         assert len(set(actions)) == 5
         assert [int(x) for x in row[6:]] == [f2c[a] for a in actions]
 
-    # resume: continue the same run for a second epoch from last.ckpt
-    run_cli("train.py", [*FAST, f"data.root={tiny_root}", f"hydra.run.dir={run_dir}", "ckpt_path=last",
-                         "trainer.max_epochs=2"], tmp_path)
-    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert last["epoch"] == 1 and last["global_step"] == 4
+    # resuming (ckpt_path=last/auto) is tested in test_resume.py
 
 
 def test_bad_input_is_named_before_training(tmp_path):
@@ -145,17 +146,66 @@ def test_wandb_runs_are_grouped_by_sweep_and_named_by_job(monkeypatch, tmp_path)
     assert logger._offline is True
 
 
-def test_undecodable_training_clip_is_skipped_and_counted(tiny_root, tmp_path):
+@pytest.fixture(scope="module")
+def broken_train_root(tiny_root, tmp_path_factory):
+    """tiny_root whose first listed training clip is not a video (1 of 52: 1.9%) and whose third decodes
+    only in part (16 of 30 frames: every draw from the last of 4 segments lies past them)."""
     import shutil
 
+    from test_evaluation_accounting import _write_partial_clip
+
+    root = tmp_path_factory.mktemp("broken_train") / "data"
+    shutil.copytree(tiny_root, root)
+    names = [line.split()[0] for line in (root / "train_list_videos.txt").read_text().splitlines()]
+    (root / "videos_train" / names[0]).write_bytes(b"not a video")
+    packets, real = _write_partial_clip(root / "videos_train" / names[2])
+    assert real <= 3 * packets // 4
+    return root, names[0], names[2]
+
+
+def test_undecodable_training_clip_is_skipped_and_counted(broken_train_root, tmp_path):
+    from microaction.pipeline import train
+
+    root, name, partial = broken_train_root
+    # training skips by default (data.on_decode_error=auto); 1.9% needs a cap above the default 1%
+    cfg = compose_train([*FAST, f"data.root={root}", "trainer.limit_train_batches=1.0", "test=false",
+                         "data.max_skipped_fraction=0.05"], tmp_path)
+    train(cfg)
+    with (tmp_path / "csv" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    skipped = [float(r["train/skipped_clips"]) for r in rows if r.get("train/skipped_clips")]
+    assert skipped == [1.0]
+    assert [float(r["train/partial_clips"]) for r in rows if r.get("train/partial_clips")] == [1.0]
+    clips = json.loads((tmp_path / "metrics.json").read_text())["clips"]["train"]
+    assert (clips["listed"], clips["skipped"], clips["partial"]) == (52, 1, 1)
+    assert [(c["video"], c["line"]) for c in clips["skipped_clips"]] == [(name, 1)]
+    assert [(c["video"], c["line"]) for c in clips["partial_clips"]] == [(partial, 3)]
+
+
+def test_training_skips_past_the_cap_stop_the_run(broken_train_root, tmp_path):
+    from microaction.pipeline import train
+    from microaction.tasks.recognition import SkippedClipsError
+
+    root, name, _ = broken_train_root
+    cfg = compose_train([*FAST, f"data.root={root}", "trainer.limit_train_batches=1.0", "test=false"], tmp_path)
+    with pytest.raises(SkippedClipsError) as exc:
+        train(cfg)
+    msg = str(exc.value)
+    assert "split train: 1 of 52 clips were skipped" in msg and "data.max_skipped_fraction=0.01" in msg
+    assert name in msg
+
+
+def test_undecodable_val_clip_stops_training_by_default(tiny_root, tmp_path):
+    import shutil
+
+    from microaction.data.dataset import UndecodableClipError
     from microaction.pipeline import train
 
     root = tmp_path / "data"
     shutil.copytree(tiny_root, root)
-    victim = sorted((root / "videos_train").iterdir())[0]
-    victim.write_bytes(b"not a video")
-    cfg = compose_train([*FAST, f"data.root={root}", "trainer.limit_train_batches=1.0", "test=false"], tmp_path)
-    train(cfg)
-    with (tmp_path / "csv" / "metrics.csv").open() as f:
-        skipped = [float(r["train/skipped_clips"]) for r in csv.DictReader(f) if r.get("train/skipped_clips")]
-    assert skipped == [1.0]
+    name = (root / "val_list_videos.txt").read_text().splitlines()[1].split()[0]
+    (root / "videos_val" / name).write_bytes(b"not a video")
+    cfg = compose_train([*FAST, f"data.root={root}", "trainer.limit_train_batches=1", "test=false"], tmp_path / "run")
+    with pytest.raises(UndecodableClipError) as exc:
+        train(cfg)
+    assert f"{root / 'val_list_videos.txt'}:2: {root / 'videos_val' / name}" in str(exc.value)

@@ -7,6 +7,7 @@ test can tell which source frame a cached frame came from.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import signal
 import subprocess
@@ -21,13 +22,16 @@ import pytest
 from microaction.data import prepare as prep
 from microaction.data.annotations import ClipRecord, list_path, video_dir
 from microaction.data.dataset import MA52Dataset
-from microaction.data.decode import read_frames
 from microaction.data.layout import write_label_names, write_lists
 from microaction.data.manifest import (MANIFEST_NAME, ClipInfo, ManifestError, probe_clip, read_manifest,
                                        resolve_manifest, write_manifest)
-from microaction.data.video_io import write_clip
+from microaction.data.video import read_frames, write_clip
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_ma52.py"
+# the command line (main) is the script's; the library it drives is ``prep``
+_spec = importlib.util.spec_from_file_location("prepare_ma52", SCRIPT)
+tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tool)
 W, H = 48, 64  # portrait, like MA-52
 SHORT = 32
 CACHE = (32, 42)  # 64 * 32 / 48 = 42.7 -> the even 42
@@ -173,7 +177,7 @@ def test_cli_with_worker_processes(release, tmp_path):
 def test_verify_only_writes_only_the_report(release, tmp_path, capsys):
     before = sorted(p.relative_to(release) for p in release.rglob("*"))
     report = tmp_path / "verify.txt"
-    assert prep.main([str(release), "--report", str(report), "--workers", "1", "--no-progress"]) == 0
+    assert tool.main([str(release), "--report", str(report), "--workers", "1", "--no-progress"]) == 0
     assert sorted(p.relative_to(release) for p in release.rglob("*")) == before
     text = report.read_text()
     assert "PROBLEMS: none" in text and "destination: (verify only)" in text
@@ -189,7 +193,7 @@ BAD = {"zero.mp4": "zero", "truncated.mp4": "truncated", "notes.mp4": "text", "a
 def test_bad_clips_are_reported_and_block_the_lists(tmp_path, markers, capsys):
     src, dest = tmp_path / "release", tmp_path / "cache"
     _make_release(src, markers, bad=BAD)
-    rc = prep.main([str(src), str(dest), "--short-side", str(SHORT), "--workers", "1", "--no-progress"])
+    rc = tool.main([str(src), str(dest), "--short-side", str(SHORT), "--workers", "1", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1
     assert "18 clips processed, 0 already done, 5 problems" in err
@@ -211,7 +215,7 @@ def test_bad_clips_are_reported_and_block_the_lists(tmp_path, markers, capsys):
     # ... but the good clips are done and kept for the rerun.
     assert len(list(video_dir(dest, "train").glob("*.mp4"))) == 6
 
-    rc = prep.main([str(src), str(dest), "--short-side", str(SHORT), "--workers", "1", "--no-progress",
+    rc = tool.main([str(src), str(dest), "--short-side", str(SHORT), "--workers", "1", "--no-progress",
                     "--drop-unreadable"])
     err = capsys.readouterr().err
     assert rc == 1  # still something wrong with the release: say so
@@ -252,11 +256,11 @@ def test_label_out_of_range_named_with_file_and_line(release, tmp_path):
 
 
 def test_bad_arguments_stop_before_any_work(release, tmp_path, capsys):
-    assert prep.main([str(tmp_path / "nowhere"), str(tmp_path / "c")]) == 2
+    assert tool.main([str(tmp_path / "nowhere"), str(tmp_path / "c")]) == 2
     assert "source root does not exist" in capsys.readouterr().err
-    assert prep.main([str(release), str(release / "cache")]) == 2
+    assert tool.main([str(release), str(release / "cache")]) == 2
     assert "must not be the source" in capsys.readouterr().err
-    assert prep.main([str(release), str(tmp_path / "c"), "--short-side", "255"]) == 2
+    assert tool.main([str(release), str(tmp_path / "c"), "--short-side", "255"]) == 2
     assert "--short-side must be an even number" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
@@ -311,7 +315,7 @@ def test_list_name_outside_its_folder_is_refused_before_any_work(tmp_path, marke
     listed = list_path(src, "val")
     listed.write_text(listed.read_text() + f"\n\n{name} 5")
     for dest_args in ([str(dest)], ["--report", str(tmp_path / "verify.txt")]):
-        rc = prep.main([str(src), *dest_args, "--splits", "val", "--workers", "1", "--no-progress"])
+        rc = tool.main([str(src), *dest_args, "--splits", "val", "--workers", "1", "--no-progress"])
         line = _one_stop_line(capsys)
         assert rc == 2
         assert f"{listed}:4: video name {name!r} {reason}" in line
@@ -343,7 +347,7 @@ def test_clip_linked_outside_the_source_is_refused_before_any_work(tmp_path, mar
         (folder / "b.mp4").unlink()
         (folder / "b.mp4").symlink_to(folder / "b.mp4")
     before = sorted((p, p.stat().st_mtime_ns) for p in elsewhere.rglob("*"))
-    rc = prep.main([str(src), str(dest), "--splits", "val", "--workers", "1", "--no-progress"])
+    rc = tool.main([str(src), str(dest), "--splits", "val", "--workers", "1", "--no-progress"])
     line = _one_stop_line(capsys)
     assert rc == 2
     assert f"stopped: {listed}:{line_no}: {shown} leads to " in line
@@ -414,7 +418,7 @@ def test_unreadable_file_already_in_dest_is_named_and_left_alone(release, tmp_pa
     precious = tmp_path / "precious.mp4"
     precious.write_bytes(b"not this tool's")
     (folder / "val2.mp4").symlink_to(precious)
-    rc = prep.main([str(release), str(dest), "--short-side", str(SHORT), "--workers", "1", "--no-progress"])
+    rc = tool.main([str(release), str(dest), "--short-side", str(SHORT), "--workers", "1", "--no-progress"])
     line = _one_stop_line(capsys)
     assert rc == 2
     assert f"stopped: {foreign} (cannot be read as a video: " in line and "; 1 more such files" in line
@@ -460,7 +464,7 @@ def test_link_in_dest_leading_outside_is_refused(release, tmp_path, capsys):
     dest.mkdir()
     elsewhere.mkdir()
     video_dir(dest, "test").symlink_to(elsewhere)
-    rc = prep.main([str(release), str(dest), "--splits", "test", "--short-side", str(SHORT), "--workers", "1",
+    rc = tool.main([str(release), str(dest), "--splits", "test", "--short-side", str(SHORT), "--workers", "1",
                     "--no-progress"])
     line = _one_stop_line(capsys)
     assert rc == 2
@@ -523,7 +527,7 @@ def _check_nothing_half_written(dest: Path) -> list[Path]:
 def test_full_disk_stops_with_a_clear_message_and_nothing_half_written(release, tmp_path, monkeypatch, capsys):
     dest = tmp_path / "cache"
     calls = _failing_encoder(monkeypatch, 3, OSError(errno.ENOSPC, "No space left on device"))
-    rc = prep.main([str(release), str(dest), "--short-side", str(SHORT), "--gop", "4", "--workers", "1",
+    rc = tool.main([str(release), str(dest), "--short-side", str(SHORT), "--gop", "4", "--workers", "1",
                     "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2
@@ -674,7 +678,7 @@ def test_unwritable_destination_stops_with_one_line_and_status_2(release, tmp_pa
                                                                  code):
     dest = tmp_path / "cache"
     _fail_at(monkeypatch, stage, code, dest)
-    rc = prep.main([str(release), str(dest), "--splits", "test", "--short-side", str(SHORT), "--gop", "4",
+    rc = tool.main([str(release), str(dest), "--splits", "test", "--short-side", str(SHORT), "--gop", "4",
                     "--workers", "1", "--no-progress"])
     line = _one_stop_line(capsys)
     assert rc == 2
@@ -866,9 +870,8 @@ def test_manifest_errors_name_file_and_line(tmp_path, markers):
 def test_rotated_source_stays_upright_in_the_cache(tmp_path, markers):
     """A phone's portrait clip (stored landscape + a display matrix) is cached with its rotation, and the
     manifest records the size as displayed."""
-    from microaction.data.decode import read_frames
     from microaction.data.manifest import read_manifest
-    from microaction.data.video_io import write_clip
+    from microaction.data.video import read_frames, write_clip
 
     src = tmp_path / "src"
     (src / "videos_val").mkdir(parents=True)

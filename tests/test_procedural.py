@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from microaction.classes import NUM_FINE, class_table
-from microaction.data.generators import get_generator
-from microaction.data.procedural import (
+from microaction.data.synthetic import get_generator
+from microaction.data.synthetic.procedural import (
     ORDER_PAIRS,
     ClipParams,
     class_counts,
@@ -22,7 +22,7 @@ from microaction.data.procedural import (
     subject_of,
     write_procedural,
 )
-from microaction.data.procedural.figure import Subject
+from microaction.data.synthetic.procedural.figure import Subject
 
 TINY = dict(scale=0.001, seed=3, size=(32, 24), num_subjects=6, workers=2, progress=False, audio=True)
 
@@ -180,7 +180,7 @@ def test_every_class_is_its_own_movement():
 
 def test_lower_crf_keeps_more_of_a_subtle_movement(tmp_path):
     """At 48 x 40 px the default H.264 quality erases much of a nod; crf=12 keeps more of it."""
-    from microaction.data.video_io import write_clip
+    from microaction.data.video import write_clip
 
     nodding = 9
     params = ClipParams.sample(np.random.default_rng(4), amplitude=3.0, noise=0.25, jitter=0.25)

@@ -1,8 +1,9 @@
-"""The MA-52 class table: 52 fine micro-actions in 7 body parts.
+"""The packaged MA-52 class table (``assets/classes.csv``): 52 fine micro-actions in 7 body parts.
 
-The body part (coarse label) of a clip is always derived from its fine id through
-this table, never from file names (train/val names carry the body-part id, which
-would leak the label).
+The package reads it through ``LabelSpace.ma52()`` (``labels.py``) alone; everything else takes
+classes, names and the fine -> body-part mapping from a label space. The body part (coarse label)
+of a clip is always derived from its fine id, never from file names (train/val names carry the
+body-part id, which would leak the label).
 """
 
 from __future__ import annotations

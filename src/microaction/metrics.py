@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from .classes import NUM_COARSE, NUM_FINE, class_table
+from .labels import LabelSpace
 
 METRIC_KEYS = (
     "F1_mean",
@@ -40,24 +40,31 @@ def f1_from_confusion(cm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return micro, macro
 
 
-def coarse_confusion(fine_cm: torch.Tensor, fine_to_coarse: torch.Tensor, num_coarse: int = NUM_COARSE) -> torch.Tensor:
+def coarse_confusion(fine_cm: torch.Tensor, fine_to_coarse: torch.Tensor, num_coarse: int) -> torch.Tensor:
+    """The coarse confusion matrix: rows and columns of ``fine_cm`` summed by coarse group."""
     onehot = torch.nn.functional.one_hot(fine_to_coarse, num_coarse).to(fine_cm.dtype)
     return onehot.T @ fine_cm @ onehot
 
 
 class MA52Metrics(Metric):
-    """Update with fine-class scores [N, K] and fine targets [N]."""
+    """Update with fine-class scores [N, K] and fine targets [N].
+
+    The classes and the fine -> coarse mapping (MA-52: body parts) come from ``label_space``.
+    """
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, num_classes: int = NUM_FINE, top_k: int = 5, **kwargs):
+    def __init__(self, label_space: LabelSpace, top_k: int = 5, **kwargs):
         super().__init__(**kwargs)
-        self.num_classes = num_classes
+        if label_space.multi_label:
+            raise ValueError(f"MA52Metrics scores one class per clip; label space {label_space.name!r} is multi-label")
+        self.num_classes = num_classes = label_space.num_classes
+        self.num_coarse = label_space.num_coarse
         self.top_k = min(top_k, num_classes)
         self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("topk_hits", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-        self.register_buffer("fine_to_coarse", class_table().fine_to_coarse_tensor(), persistent=False)
+        self.register_buffer("fine_to_coarse", label_space.fine_to_coarse_tensor(), persistent=False)
 
     def update(self, scores: torch.Tensor, target: torch.Tensor) -> None:
         if scores.ndim != 2 or scores.shape[1] != self.num_classes:
@@ -71,7 +78,7 @@ class MA52Metrics(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         fine = self.confmat
-        coarse = coarse_confusion(fine, self.fine_to_coarse)
+        coarse = coarse_confusion(fine, self.fine_to_coarse, self.num_coarse)
         total = fine.sum().clamp(min=1)
         f_micro, f_macro = f1_from_confusion(fine)
         c_micro, c_macro = f1_from_confusion(coarse)
@@ -88,3 +95,10 @@ class MA52Metrics(Metric):
         out = {k: v.float() for k, v in out.items()}
         out["num_clips"] = fine.sum().float()
         return out
+
+    def confusion(self) -> dict[str, torch.Tensor]:
+        """The fine and coarse confusion matrices (rows: true class) summed over ranks; a collective
+        call under DDP (every rank calls it)."""
+        with self.sync_context(should_sync=True, should_unsync=True):
+            fine = self.confmat.detach().clone()
+        return {"fine": fine, "coarse": coarse_confusion(fine, self.fine_to_coarse, self.num_coarse)}

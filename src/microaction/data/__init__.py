@@ -1,1 +1,2 @@
-"""Data: annotation lists, frame sampling, decoding, transforms, datasets and datamodules."""
+"""Data: the official layout (annotations, layout, manifest), video files (video), frame sampling, transforms,
+datasets and datamodules, the release's cache (prepare) and synthetic dataset writers (synthetic)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
-from ..classes import NUM_FINE
+from ..labels import LabelSpace
 
 SPLITS = ("train", "val", "test")
 
@@ -91,7 +91,14 @@ def _lines(path: Path):
                                   f"expected '<video file> <fine id>'") from None
 
 
-def read_list(path: str | Path, num_classes: int = NUM_FINE) -> list[ClipRecord]:
+def _class_count(num_classes: int | None) -> int:
+    """``num_classes``, or MA-52's when None."""
+    return LabelSpace.ma52().num_classes if num_classes is None else num_classes
+
+
+def read_list(path: str | Path, num_classes: int | None = None) -> list[ClipRecord]:
+    """The records of a list file; labels must lie in 0..num_classes-1 (None: MA-52's classes)."""
+    num_classes = _class_count(num_classes)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"list file not found: {path}\n{LAYOUT_HELP}")
@@ -134,8 +141,9 @@ def read_list(path: str | Path, num_classes: int = NUM_FINE) -> list[ClipRecord]
     return records
 
 
-def read_label_names(path: str | Path, num_classes: int = NUM_FINE) -> list[str]:
-    """Read ``label_name.txt`` (``<id><tab><name>``); every id 0..num_classes-1 once."""
+def read_label_names(path: str | Path, num_classes: int | None = None) -> list[str]:
+    """Read ``label_name.txt`` (``<id><tab><name>``); every id 0..num_classes-1 once (None: MA-52's classes)."""
+    num_classes = _class_count(num_classes)
     path = Path(path)
     names: dict[int, str] = {}
     with path.open("r", encoding="utf-8") as f:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ..classes import NUM_FINE
-from .annotations import LAYOUT_HELP, list_path, read_label_names
+from ..labels import LabelSpace
+from ..utils.checks import ConfigError, batch_limit_problems, check_data_settings
+from .annotations import LAYOUT_HELP, AnnotationError, list_path, read_label_names, read_list
 from .dataset import MA52Dataset, collate_skipping
 from .samplers import UnpaddedDistributedSampler
-from .generators import get_generator
+from .synthetic import get_generator
 from .transforms import CenterCrop, MultiScaleCrop, normalize
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,19 @@ class MA52DataModule(L.LightningDataModule):
     ``root`` holds the official layout. With ``generate`` set (e.g. ``"quickstart"``)
     a synthetic dataset in that layout is written to ``root`` first if none is there.
     The test split's labels are dummies in the official release: with
-    ``test_has_labels=False`` the test stage predicts without scoring.
+    ``test_has_labels=False`` the test stage predicts without scoring, and
+    ``test_has_labels=True`` on a test list whose labels are all the same is refused.
+
+    Undecodable clips (``on_decode_error``): ``"auto"`` skips them in training and stops
+    val/test at the first one (naming its list file and line); ``"skip"`` skips them in
+    every split; ``"raise"`` stops every split. A skipped clip is counted and named; more
+    than ``max_skipped_fraction`` of the clips a split ran skipped stops the run.
+    All settings are checked here (``utils.checks``), before anything is decoded.
+
+    ``label_space`` is MA-52's, with the names of ``<root>/label_name.txt`` when the data has
+    one. The number of classes follows from it: ``num_classes`` is accepted only as a checked,
+    read-only alias (the settings stored by checkpoints of earlier versions carry it).
+    ``predict_split`` is the split ``trainer.predict`` runs on (the jobs set it; default test).
     """
 
     def __init__(
@@ -49,22 +63,49 @@ class MA52DataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int | None = 2,
-        on_decode_error: str = "skip",
+        on_decode_error: str = "auto",
+        max_skipped_fraction: float = 0.01,
         decode_threads: int = 1,
         manifest: str | bool | None = "auto",
         test_has_labels: bool = False,
-        num_classes: int = NUM_FINE,
         generate: str | None = None,
         generate_kwargs: dict | None = None,
+        num_classes: int | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["num_classes"])
+        # num_classes: a read-only alias, checked against the label space
+        check_data_settings({**self.hparams, "num_classes": num_classes})
         self.root = Path(root).expanduser() if root else None
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.datasets: dict[str, MA52Dataset] = {}
-        self.label_names: list[str] | None = None
+        self._label_space: LabelSpace | None = None
+        self.predict_split = "test"
+        # splits whose batch limits setup() checks besides its stage's own (the jobs name all they will run)
+        self.limit_check_splits: tuple[str, ...] = ()
         if generate is not None:
             get_generator(generate)  # an unknown name fails here, before any work
+
+    # --- labels ----------------------------------------------------------------------
+    @property
+    def label_space(self) -> LabelSpace:
+        """MA-52's label space, named by ``<root>/label_name.txt`` when it exists (read once, at the first
+        access; a generated dataset writes MA-52's names)."""
+        if self._label_space is None:
+            names_file = self.root / "label_name.txt" if self.root is not None else None
+            names = read_label_names(names_file) if names_file is not None and names_file.is_file() else None
+            self._label_space = LabelSpace.ma52(names)
+        return self._label_space
+
+    def labelled(self, split: str) -> bool:
+        """Whether ``split``'s list carries real labels (the official test list's are dummies)."""
+        return split != "test" or bool(self.hparams.test_has_labels)
+
+    def clip_list(self, split: str) -> list[tuple[str, int]]:
+        """(video name, list line) of every clip listed for ``split``, in list order."""
+        if split in self.datasets:
+            return [(r.name, r.line) for r in self.datasets[split].records]
+        return [(r.name, r.line) for r in read_list(list_path(self.root, split), self.label_space.num_classes)]
 
     # --- lifecycle -------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -82,18 +123,84 @@ class MA52DataModule(L.LightningDataModule):
         for split in splits:
             if not list_path(self.root, split).is_file():
                 raise FileNotFoundError(f"list file not found: {list_path(self.root, split)}\n{LAYOUT_HELP}")
+        if "test" in splits and self.hparams.test_has_labels:
+            self.check_test_labels()
+
+    def check_test_labels(self) -> None:
+        """Refuse ``test_has_labels=True`` on a test list whose labels are all one class: the official
+        release's dummy labels, which would be scored as if they were the truth."""
+        path = list_path(self.root, "test")
+        records = read_list(path, self.label_space.num_classes)
+        labels = {r.label for r in records}
+        count = len(records)
+        if count > 1 and len(labels) == 1:
+            raise AnnotationError(
+                f"{path}: data.test_has_labels=true, but all {count} lines carry label {labels.pop()}: these are "
+                "the official release's dummy labels, not ground truth. Use data.test_has_labels=false "
+                "(the test stage then writes submission_test.csv for the benchmark server and scores nothing)."
+            )
+
+    def decode_mode(self, split: str) -> str:
+        """What an undecodable clip of ``split`` does: "skip" or "raise" (``on_decode_error`` resolved)."""
+        mode = self.hparams.on_decode_error
+        if mode == "auto":
+            return "skip" if split == "train" else "raise"
+        return mode
+
+    def listed_clips(self, split: str) -> int:
+        """The number of clips the list file of ``split`` names."""
+        if split in self.datasets:
+            return len(self.datasets[split])
+        return len(read_list(list_path(self.root, split), self.label_space.num_classes))
+
+    def batch_size_of(self, split: str) -> int:
+        return self.hparams.batch_size if split == "train" else self._eval_batch()
+
+    def check_batch_limits(self, trainer: Any, splits: Sequence[str], world: int = 1, prefix: str = "trainer.") -> None:
+        """Refuse a fractional ``trainer.limit_<split>_batches`` that leaves a split of this data without a
+        batch (e.g. ``debug=limit`` on a small dataset); ``trainer`` is a config or a Trainer."""
+        splits = [s for s in splits if list_path(self.root, s).is_file()]
+        keys = ("fast_dev_run", "overfit_batches", "limit_train_batches", "limit_val_batches", "limit_test_batches")
+        limits = {k: trainer.get(k) if hasattr(trainer, "get") else getattr(trainer, k, None) for k in keys}
+        problems = batch_limit_problems(
+            {k: v for k, v in limits.items() if v is not None},
+            {s: self.listed_clips(s) for s in splits},
+            {s: self.batch_size_of(s) for s in splits},
+            world,
+            {s: str(list_path(self.root, s)) for s in splits},
+            prefix,
+        )
+        if problems:
+            raise ConfigError(problems)
+
+    def class_prior_order(self) -> tuple[list[int], str]:
+        """Fine classes from most to least frequent in the training list (ties: lower id first), and where
+        that order came from. Without a training list: the class ids in order, said so."""
+        path = list_path(self.root, "train") if self.root is not None else None
+        num_classes = self.label_space.num_classes
+        if "train" in self.datasets:
+            labels = self.datasets["train"].labels()
+        elif path is not None and path.is_file():
+            labels = [r.label for r in read_list(path, num_classes)]
+        else:
+            return list(range(num_classes)), f"class ids in order (no training list at {path})"
+        counts = Counter(labels)
+        order = sorted(range(num_classes), key=lambda c: (-counts.get(c, 0), c))
+        return order, f"most frequent first in {path}, ties by class id"
 
     def setup(self, stage: str | None = None) -> None:
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}.get(
-            stage, ("train", "val", "test")
-        )
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                  "predict": (self.predict_split,)}.get(stage, ("train", "val", "test"))
         self.check_layout(splits)
-        names_file = self.root / "label_name.txt"
-        if names_file.is_file():
-            self.label_names = read_label_names(names_file, self.hparams.num_classes)
+        self.label_space  # noqa: B018  (label_name.txt read, and checked, before any clip)
         for split in splits:
             if split not in self.datasets:
                 self.datasets[split] = self.make_dataset(split)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            # Generated data has its lists only now: the pipeline's early check could not count them.
+            wanted = tuple(dict.fromkeys((*splits, *self.limit_check_splits)))
+            self.check_batch_limits(trainer, wanted, getattr(trainer, "world_size", 1))
 
     def make_dataset(self, split: str) -> MA52Dataset:
         hp = self.hparams
@@ -108,9 +215,10 @@ class MA52DataModule(L.LightningDataModule):
             train=train,
             transform=transform,
             short_side=hp.short_side,
-            on_decode_error=hp.on_decode_error,
+            on_decode_error=self.decode_mode(split),
             decode_threads=hp.decode_threads,
-            num_classes=hp.num_classes,
+            label_space=self.label_space,
+            labelled=self.labelled(split),
             manifest=hp.manifest,
         )
 
@@ -154,7 +262,7 @@ class MA52DataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False, batch_size=self._eval_batch())
 
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        return self._loader(self.predict_split, shuffle=False, batch_size=self._eval_batch())
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         # Batches travel as uint8 (4x less to copy); normalise on the device.

@@ -11,24 +11,45 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from ..classes import NUM_FINE, class_table
+from ..labels import LabelSpace
+from ..utils.checks import check_data_settings
 from .annotations import LAYOUT_HELP, list_path, read_list, video_dir
-from .decode import DecodeError, read_frames
 from .manifest import read_manifest, resolve_manifest
 from .sampling import segment_indices
+from .video import DecodeError, read_frames
 
 log = logging.getLogger(__name__)
 
+# What a dataset does with a clip that cannot be decoded. The datamodule's "auto" resolves per split.
 DECODE_ERROR_MODES = ("skip", "raise")
 
 
-class MA52Dataset(Dataset):
-    """One sample per list line: ``{"video": uint8 [T,3,H,W], "label", "coarse", "index", "name"}``.
+class UndecodableClipError(DecodeError):
+    """An undecodable clip in a split that does not skip them; the message names the list file and line.
 
-    A clip that fails to decode is re-raised (``on_decode_error="raise"``) or
-    returned as ``{"skipped": name}`` (``"skip"``), which ``collate_skipping``
-    drops from the batch and counts, so a damaged file never becomes a wrong
-    sample and never stops an epoch.
+    It takes its message alone, so a DataLoader worker's copy of it is re-raised as this type.
+    """
+
+    def __init__(self, message: str, path: str = "", reason: str = ""):
+        RuntimeError.__init__(self, message)
+        self.path = path
+        self.reason = reason
+
+
+class MA52Dataset(Dataset):
+    """One sample per list line:
+    ``{"video": uint8 [T,3,H,W], "label", "coarse", "index", "name", "partial"}``.
+
+    Labels lie in ``label_space`` (None: MA-52's), which also maps them to ``coarse``. With
+    ``labelled=False`` (the official test list, whose labels are dummies) samples carry no
+    ``label`` or ``coarse``.
+
+    A clip that fails to decode raises ``UndecodableClipError`` naming the list file and
+    line (``on_decode_error="raise"``) or is returned as ``{"skipped": name, "reason": ...}``
+    (``"skip"``), which ``collate_skipping`` drops from the batch, counts and names, so a
+    damaged file never becomes a wrong sample. ``"partial"`` is ``""`` for a clip decoded
+    in full and says how many frames decoded when the decoder stopped early (the frames
+    are then sampled within those; see ``read_frames``).
     """
 
     def __init__(
@@ -39,13 +60,19 @@ class MA52Dataset(Dataset):
         train: bool = False,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         short_side: int | None = 256,
-        on_decode_error: str = "skip",
+        on_decode_error: str = "raise",
         decode_threads: int = 1,
-        num_classes: int = NUM_FINE,
+        label_space: LabelSpace | None = None,
+        labelled: bool = True,
         manifest: str | Path | bool | None = None,
     ):
         if on_decode_error not in DECODE_ERROR_MODES:
             raise ValueError(f"on_decode_error must be one of {DECODE_ERROR_MODES}, got {on_decode_error!r}")
+        # a value the decoder cannot use would otherwise fail every clip as "undecodable"
+        check_data_settings({"num_segments": num_segments, "short_side": short_side, "decode_threads": decode_threads},
+                            prefix="MA52Dataset ")
+        self.label_space = label_space or LabelSpace.ma52()
+        self.labelled = labelled
         self.root = Path(root)
         self.split = split
         self.num_segments = num_segments
@@ -54,10 +81,10 @@ class MA52Dataset(Dataset):
         self.short_side = short_side
         self.on_decode_error = on_decode_error
         self.decode_threads = decode_threads
-        self.records = read_list(list_path(self.root, split), num_classes)
+        self.records = read_list(list_path(self.root, split), self.label_space.num_classes)
         self.video_root = video_dir(self.root, split)
         self._check_files()
-        self._coarse = class_table().fine_to_coarse
+        self._coarse = self.label_space.fine_to_coarse
         # name -> (frame count, file size) from prepare_ma52's manifest ("auto": <root>/manifest.csv).
         self.manifest_path = resolve_manifest(self.root, manifest)
         self._known: dict[str, tuple[int, int]] = {}
@@ -103,6 +130,11 @@ class MA52Dataset(Dataset):
         path = self.video_root / rec.name
         # Drawn from Python's RNG, which Lightning/torch seed per worker.
         rng = np.random.default_rng(random.getrandbits(63)) if self.train else None
+        partial: list[str] = []
+
+        def note_partial(packets: int, decoded: int) -> None:
+            partial.append(f"decoded {decoded} of {packets} frames; sampled within those")
+
         try:
             frames = read_frames(
                 path,
@@ -110,29 +142,51 @@ class MA52Dataset(Dataset):
                 short_side=self.short_side,
                 threads=self.decode_threads,
                 num_frames=self._known_frames(rec.name, path),
+                on_partial=note_partial,
             )
         except DecodeError as err:
+            where = f"{list_path(self.root, self.split)}:{rec.line}"
             if self.on_decode_error == "raise":
-                raise
-            log.warning("skipping undecodable clip %s", err)
-            return {"skipped": rec.name}
+                raise UndecodableClipError(
+                    f"{where}: {path} cannot be decoded ({err.reason}). Split '{self.split}' stops at an "
+                    f"undecodable clip; data.on_decode_error=skip skips such clips instead (each one counted "
+                    f"and named in metrics.json, at most data.max_skipped_fraction of the split).",
+                    str(path), err.reason,
+                ) from err
+            log.warning("%s: skipping undecodable clip %s", where, err)
+            return {"skipped": rec.name, "reason": err.reason}
+        if partial:
+            log.warning("%s:%d: %s: partly decodable, %s", list_path(self.root, self.split), rec.line, path,
+                        partial[0])
         clip = torch.from_numpy(frames).permute(0, 3, 1, 2)
         if self.transform is not None:
             clip = self.transform(clip)
-        return {
-            "video": clip,
-            "label": rec.label,
-            "coarse": self._coarse[rec.label],
-            "index": index,
-            "name": rec.name,
-        }
+        sample = {"video": clip, "index": index, "name": rec.name, "partial": partial[0] if partial else ""}
+        if self.labelled:
+            sample.update(label=rec.label, coarse=self._coarse[rec.label])
+        return sample
 
 
 def collate_skipping(samples: list[dict]) -> dict:
-    """Collate the decodable samples; ``num_skipped`` counts the others."""
-    good = [s for s in samples if "skipped" not in s]
+    """Collate the decodable samples.
+
+    Besides the collated sample keys the batch carries ``num_skipped`` and ``skipped`` (the
+    names of the clips that could not be decoded), ``partial`` (the names of the clips that
+    decoded only in part; they are in the batch) and ``decode_notes`` (name -> what happened,
+    for both).
+    """
+    good = [dict(s) for s in samples if "skipped" not in s]
     skipped = [s["skipped"] for s in samples if "skipped" in s]
+    notes = {s["skipped"]: s.get("reason", "") for s in samples if "skipped" in s}
+    partial = []
+    for s in good:
+        detail = s.pop("partial", "")
+        if detail:
+            partial.append(s["name"])
+            notes[s["name"]] = detail
     batch = default_collate(good) if good else {}
     batch["num_skipped"] = len(skipped)
     batch["skipped"] = skipped
+    batch["partial"] = partial
+    batch["decode_notes"] = notes
     return batch

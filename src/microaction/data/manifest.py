@@ -1,8 +1,9 @@
-"""Per-clip facts (frame count, fps, duration, size) written by ``prepare_ma52``.
+"""The manifest file: per-clip facts (frame count, fps, duration, size) written by ``prepare_ma52``.
 
 With a manifest the loader knows each clip's frame count without demuxing the
 whole file first, so decoding can stop at the last frame it needs. A manifest
-row is trusted only while the file still has the byte size it records.
+row is trusted only while the file still has the byte size it records. The facts
+themselves come from ``video.probe``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,9 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import astuple, dataclass, fields
-from fractions import Fraction
 from pathlib import Path
 
-import av
-
-from .decode import quarter_turns
+from .video import probe
 
 MANIFEST_NAME = "manifest.csv"
 
@@ -39,43 +37,13 @@ class ClipInfo:
 FIELDS = tuple(f.name for f in fields(ClipInfo))
 
 
-def _first_frame_rotation(container, stream) -> float:
-    """The display rotation (degrees) the decoder attaches to the first frame; 0 if none decodes."""
-    container.seek(0, stream=stream)
-    try:
-        for frame in container.decode(stream):
-            return frame.rotation
-    except av.FFmpegError:
-        pass
-    return 0.0
-
-
 def probe_clip(path: str | Path, split: str = "", name: str | None = None) -> ClipInfo:
-    """Facts of a clip from its demuxed video packets (headers may lack or misstate them)."""
+    """The manifest row of one clip file: its ``video.probe`` facts under ``split`` and ``name``
+    (default: the file name), fps and duration rounded as the manifest stores them."""
     path = Path(path)
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ManifestError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        pts = [p.pts for p in container.demux(stream) if p.size > 0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        # the size as displayed: a quarter-turn display matrix swaps the stored sides
-        if pts and quarter_turns(_first_frame_rotation(container, stream)) % 2:
-            width, height = height, width
-        rate = stream.average_rate
-        tb = stream.time_base
-    frames = len(pts)
-    fps = float(rate) if rate else 0.0
-    known = sorted(p for p in pts if p is not None)
-    if tb and len(known) > 1:
-        # Span of the timestamps plus one mean frame step, i.e. the clip's length.
-        span = Fraction(known[-1] - known[0]) * tb
-        duration = float(span * len(known) / (len(known) - 1))
-        fps = fps or (len(known) / duration if duration > 0 else 0.0)
-    else:
-        duration = frames / fps if fps else 0.0
-    return ClipInfo(split, name or path.name, frames, round(fps, 4), round(duration, 4), width, height,
-                    path.stat().st_size)
+    facts = probe(path)
+    return ClipInfo(split, name or path.name, facts.frames, round(facts.fps, 4), round(facts.duration, 4),
+                    facts.width, facts.height, facts.bytes)
 
 
 def write_manifest(path: str | Path, infos) -> Path:

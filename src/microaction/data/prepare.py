@@ -1,11 +1,13 @@
 """Verify a downloaded MA-52 release and transcode it into a small, fast cache.
 
-``python scripts/prepare_ma52.py SOURCE DEST`` checks every list line of SOURCE
-(file present, clip decodes completely, label in range), then writes DEST in the
-official layout with every clip scaled to ``--short-side`` (256), re-encoded as
-H.264 with a short keyframe interval and no audio, plus ``manifest.csv`` (frame
-count, fps, duration, size per clip) which the datamodule reads instead of
-counting frames itself. Without DEST it only verifies.
+``prepare(SOURCE, DEST)`` (the command line is ``scripts/prepare_ma52.py``)
+checks every list line of SOURCE (file present, clip decodes completely, label
+in range), then writes DEST in the official layout with every clip scaled to
+``EncodeSettings.short_side`` (256), re-encoded as H.264 with a short keyframe
+interval and no audio (``video.decode_all`` and ``video.encode_clip``), plus
+``manifest.csv`` (frame count, fps, duration, size per clip) which the
+datamodule reads instead of counting frames itself. Without DEST it only
+verifies.
 
 Safety on a shared server: every output is written under a hidden temporary
 name and renamed when complete, so a clip under its final name is always whole;
@@ -21,7 +23,6 @@ SOURCE. A file the tool did not write is never removed.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import errno
@@ -39,19 +40,18 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
-import av
-
-from ..classes import NUM_FINE, class_table
+from ..labels import LabelSpace
 from .annotations import (SPLITS, AnnotationError, ClipRecord, UnsafeNameError, list_path, read_label_names,
                           read_list, video_dir)
-from .decode import quarter_turns
 from .layout import write_lists
 from .manifest import MANIFEST_NAME, ClipInfo, probe_clip, write_manifest
+from .video import DecodeError, decode_all, encode_clip
 
 EXPECTED_COUNTS = {"train": 11250, "val": 5586, "test": 5586}
+# the release's classes, names and published training counts
+MA52 = LabelSpace.ma52()
 SETTINGS_NAME = ".prepare-settings.json"
 JOURNAL_NAME = ".prepare-journal.jsonl"
 LOCK_NAME = ".prepare.lock"
@@ -120,104 +120,10 @@ class Summary:
 # --- one clip (runs in worker processes) --------------------------------------------------
 
 
-class ClipProblem(Exception):
-    pass
-
-
-def cache_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """Scale so the short side is ``short_side`` (never up), both sides even for yuv420p."""
-    short = min(width, height)
-    scale = min(1.0, short_side / short)
-
-    def even(x: float) -> int:
-        return max(2, int(round(x / 2)) * 2)
-
-    return even(width * scale), even(height * scale)
-
-
-def read_source(path: Path, short_side: int | None):
-    """Decode every frame of the video stream (scaled to the cache size when asked).
-
-    Returns (frames, time_base, average_rate, width, height, packet count). A clip
-    is a problem when it has no video stream, or when fewer frames decode than it
-    has packets: a cache made from it would silently miss frames.
-    """
-    try:
-        if path.stat().st_size == 0:
-            raise ClipProblem("empty file (0 bytes)")
-        with av.open(str(path)) as container:
-            if not container.streams:
-                raise ClipProblem("no streams found (truncated, or not a video file)")
-            if not container.streams.video:
-                kinds = ", ".join(s.type for s in container.streams)
-                raise ClipProblem(f"no video stream (streams: {kinds})")
-            stream = container.streams.video[0]
-            stream.codec_context.thread_count = 1
-            size = None
-            frames, packets, damaged = [], 0, 0
-            rotation = 0
-            for packet in container.demux(stream):
-                if packet.size:
-                    packets += 1
-                try:
-                    decoded = packet.decode()
-                except av.InvalidDataError:
-                    damaged += 1
-                    continue
-                for frame in decoded:
-                    if not frames:
-                        # the display matrix (a phone's portrait clip stored as landscape) goes into the cache
-                        rotation = quarter_turns(frame.rotation) * 90
-                    if short_side is None:
-                        frames.append(None)  # only counted
-                        continue
-                    if size is None:
-                        size = cache_size(frame.width, frame.height, short_side)
-                    small = frame.reformat(width=size[0], height=size[1], format="yuv420p")
-                    small.pts, small.time_base = frame.pts, frame.time_base
-                    frames.append(small)
-            tb, rate = stream.time_base, stream.average_rate
-            width, height = stream.codec_context.width, stream.codec_context.height
-    except ClipProblem:
-        raise
-    except (av.FFmpegError, OSError, ValueError, EOFError) as err:
-        raise ClipProblem(f"cannot decode: {type(err).__name__}: {err}") from None
-    if packets == 0:
-        raise ClipProblem("video stream has no packets")
-    if len(frames) < packets:
-        raise ClipProblem(f"only {len(frames)} of {packets} frames decode (damaged or truncated)"
-                          + (f", {damaged} packets rejected" if damaged else ""))
-    return frames, tb, rate, width, height, packets, rotation
-
-
-def encode_clip(tmp: Path, frames, time_base, rate, settings: EncodeSettings, rotation: int = 0) -> None:
-    """Write ``frames`` (yuv420p VideoFrames) to ``tmp`` as H.264 MP4, no audio, with the source's
-    display rotation (degrees counter-clockwise, a multiple of 90)."""
-    pts = [f.pts for f in frames]
-    keep_times = time_base is not None and all(p is not None for p in pts) and all(
-        a < b for a, b in zip(pts, pts[1:]))
-    fps = rate if rate else Fraction(30)
-    with av.open(str(tmp), mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames[0].width, frames[0].height
-        stream.pix_fmt = "yuv420p"
-        if rotation % 360:
-            stream.set_display_rotation(rotation)
-        # Source timestamps are kept so a variable-frame-rate clip stays one.
-        stream.codec_context.time_base = time_base if keep_times else 1 / Fraction(fps)
-        stream.codec_context.thread_count = 1
-        options = {"crf": str(settings.crf), "preset": settings.preset, "g": str(settings.gop),
-                   "keyint_min": str(settings.gop), "sc_threshold": "0", "bf": "0"}
-        if settings.tune:
-            options["tune"] = settings.tune
-        stream.options = options
-        for i, frame in enumerate(frames):
-            if not keep_times:
-                frame.pts, frame.time_base = i, stream.codec_context.time_base
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+def _problem(err: DecodeError) -> str:
+    """What is wrong with a source clip, for the report: a failure inside the decoder (the error's
+    cause) is said to be one; a clip that lacks what a copy needs is described as it is."""
+    return err.reason if err.__cause__ is None else f"cannot decode: {err.reason}"
 
 
 def _fsync(path: Path) -> None:
@@ -236,19 +142,19 @@ def process_clip(task: Task, settings: EncodeSettings) -> Outcome:
         return Outcome(task, problem=f"now leads to {real or 'a symbolic link loop'}, outside the source root "
                                      f"{task.roots[0]}; expected the clip inside it (it changed during the run)")
     try:
-        frames, tb, rate, width, height, packets, rotation = read_source(
-            real, None if task.dst is None else settings.short_side)
-    except ClipProblem as err:
-        return Outcome(task, problem=str(err))
+        clip = decode_all(real, None if task.dst is None else settings.short_side)
+    except DecodeError as err:
+        return Outcome(task, problem=_problem(err))
     if task.dst is None:
         info = probe_clip(real, task.split, task.record.name)
         return Outcome(task, info=info)
     tmp = task.dst.with_name(f".{task.dst.name}{PART_TAG}{os.getpid()}")
     try:
-        encode_clip(tmp, frames, tb, rate, settings, rotation)
+        encode_clip(tmp, clip.frames, clip.time_base, clip.rate, gop=settings.gop, crf=settings.crf,
+                    preset=settings.preset, tune=settings.tune, rotation=clip.rotation)
         info = probe_clip(tmp, task.split, task.record.name)
-        if info.frames != len(frames):
-            raise PrepareError(f"{tmp}: wrote {len(frames)} frames but {info.frames} came back")
+        if info.frames != len(clip.frames):
+            raise PrepareError(f"{tmp}: wrote {len(clip.frames)} frames but {info.frames} came back")
         _fsync(tmp)
         os.replace(tmp, task.dst)
     except Exception as err:  # noqa: BLE001 - any failure to write is the destination's: stop
@@ -338,7 +244,7 @@ def _read_lists(source: Path, splits, summary: Summary, roots=None) -> dict[str,
     for split in splits:
         _check_source_entry(list_path(source, split), roots or (source,))
         try:
-            records[split] = read_list(list_path(source, split), NUM_FINE)
+            records[split] = read_list(list_path(source, split), MA52.num_classes)
         except UnsafeNameError as err:
             # A name that could lead outside the split's folder: refused before anything is read or written.
             raise PrepareError(str(err)) from None
@@ -360,7 +266,7 @@ def _label_names(source: Path, summary: Summary, roots=None) -> list[str] | None
         summary.notes.append(f"{path} absent: the destination gets the package's class names")
         return None
     try:
-        return read_label_names(path, NUM_FINE)
+        return read_label_names(path, MA52.num_classes)
     except (AnnotationError, UnicodeDecodeError, OSError) as err:
         summary.problems.append(f"{path}: {err}" if isinstance(err, UnicodeDecodeError) else str(err))
         return None
@@ -707,8 +613,8 @@ def _execute(tasks, settings, workers, summary: Summary, dest: Path | None, show
             # Renamed into place but not journalled before a kill: the file is whole, describe it.
             try:
                 info = probe_clip(task.dst, task.split, task.record.name)
-            except (av.FFmpegError, OSError, ValueError) as err:
-                foreign.append(f"{task.dst} (cannot be read as a video: {' '.join(str(err).split())})")
+            except DecodeError as err:
+                foreign.append(f"{task.dst} (cannot be read as a video: {' '.join(err.reason.split())})")
                 continue
         summary.infos[key] = info
         summary.skipped += 1
@@ -771,7 +677,7 @@ def _write_layout(dest: Path, records, summary: Summary, names) -> None:
         lists[split] = kept
         infos.extend(summary.infos[(split, n)] for n, _ in kept)
     write_manifest(dest / MANIFEST_NAME, infos)
-    names = names or list(class_table().fine_names)
+    names = names or list(MA52.classes)
     _write_atomic(dest / "label_name.txt", "".join(f"{i}\t{n}\n" for i, n in enumerate(names)))
     tmp_root = dest / f".lists{PART_TAG}{os.getpid()}"
     try:
@@ -786,7 +692,7 @@ def _write_layout(dest: Path, records, summary: Summary, names) -> None:
 
 
 def _write_report(path: Path, source: Path, dest: Path | None, summary: Summary, names) -> None:
-    names = names or list(class_table().fine_names)
+    names = names or list(MA52.classes)
     lines = ["MA-52 preparation report", f"source: {source}", f"destination: {dest or '(verify only)'}", ""]
     lines.append(f"PROBLEMS ({len(summary.problems)})" if summary.problems else "PROBLEMS: none")
     lines += [f"  {p}" for p in summary.problems]
@@ -794,10 +700,10 @@ def _write_report(path: Path, source: Path, dest: Path | None, summary: Summary,
     splits = list(summary.counts)
     lines += ["", "CLIPS PER SPLIT"] + [f"  {s}: {sum(summary.counts[s].values())}" for s in splits]
     if splits:
-        published = class_table().train_counts
+        published = MA52.train_counts
         header = "  id  " + "".join(f"{s:>7}" for s in splits) + ("  published_train" if "train" in splits else "")
         lines += ["", "CLIPS PER CLASS", header]
-        for c in range(NUM_FINE):
+        for c in range(MA52.num_classes):
             row = f"  {c:>2}  " + "".join(f"{summary.counts[s][c]:>7}" for s in splits)
             if "train" in splits:
                 row += f"  {published[c]:>15}"
@@ -811,64 +717,3 @@ def _write_report(path: Path, source: Path, dest: Path | None, summary: Summary,
 def _default_workers() -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cpus)
-
-
-# --- command line ---------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="prepare_ma52",
-        description="Verify an MA-52 release and transcode it to a small cache in the official layout.",
-    )
-    p.add_argument("source", help="the downloaded release root (list files, videos_train/ ...)")
-    p.add_argument("dest", nargs="?", help="where to write the cache; omit to only verify")
-    p.add_argument("--short-side", type=int, default=256, help="short side of the cached clips (default 256)")
-    p.add_argument("--gop", type=int, default=16, help="keyframe interval in frames (default 16)")
-    p.add_argument("--crf", type=int, default=23, help="x264 quality, lower is better (default 23)")
-    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
-    p.add_argument("--tune", default=None, help="x264 tune, e.g. fastdecode (default none)")
-    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
-    p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count)")
-    p.add_argument("--drop-unreadable", action="store_true",
-                   help="write the destination lists without the unreadable or missing clips (they stay in the report)")
-    p.add_argument("--report", default=None, help="report file (default DEST/prepare_report.txt)")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = EncodeSettings(args.short_side, args.gop, args.crf, args.preset, args.tune)
-    try:
-        summary = prepare(args.source, args.dest, settings, splits=args.splits, workers=args.workers,
-                          drop_unreadable=args.drop_unreadable, report=args.report,
-                          show_progress=not args.no_progress)
-    except PrepareError as err:
-        print(f"prepare_ma52: stopped: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        # A failure no check above foresaw: still one line and the status of a run that had to stop.
-        print(f"prepare_ma52: stopped: {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("prepare_ma52: interrupted; rerun the same command to continue (finished clips are kept)",
-              file=sys.stderr)
-        return 130
-    out = sys.stdout if summary.ok else sys.stderr
-    print(f"prepare_ma52: {summary.done} clips processed, {summary.skipped} already done, "
-          f"{len(summary.problems)} problems", file=out)
-    for note in summary.notes:
-        print(f"  note: {note}", file=out)
-    for problem in summary.problems[:20]:
-        print(f"  problem: {problem}", file=out)
-    if len(summary.problems) > 20:
-        print(f"  ... and {len(summary.problems) - 20} more (see the report)", file=out)
-    if not summary.ok:
-        if args.dest and not summary.wrote_layout:
-            print("  the destination lists were NOT written: fix the source and rerun (finished clips are kept), "
-                  "or rerun with --drop-unreadable to leave these clips out", file=out)
-        return 1
-    if args.dest:
-        print(f"  ready: train with data.root={Path(args.dest).expanduser().resolve()}", file=out)
-    return 0

@@ -9,22 +9,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .heads import ClipClassifier, check_frames, load_pretrained, make_head
+from .base import ClipClassifier, check_frames
 from .registry import register_model
 
 
+@register_model("c3d", frames=16, size=112, method="C3D", family="3D CNN", published_params_m=78.4,
+                source="mmaction2 C3D (conv1..fc7 + a 101-class classifier)")
 class C3D(ClipClassifier):
-    def __init__(
-        self,
-        num_classes: int = 52,
-        num_segments: int = 16,
-        base_width: int = 64,
-        fc_dim: int = 4096,
-        dropout: float = 0.5,
-        embed_dim: int | None = 300,
-        embed_hidden: int = 300,
-        pretrained: bool | str = False,
-    ):
+    """Clip features from fc7 ``[N, fc_dim]``; ``dropout`` (the head's rate) also follows fc6."""
+
+    weights_name = "C3D"
+
+    def __init__(self, num_segments: int, base_width: int = 64, fc_dim: int = 4096, dropout: float = 0.5):
         super().__init__()
         # pool2..pool5 each halve time (floor), so fewer than 16 frames reach pool5 with no time left
         check_frames("c3d", num_segments, num_segments >= 16,
@@ -46,10 +42,9 @@ class C3D(ClipClassifier):
         self.relu = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(dropout)
         self.num_features = fc_dim
-        self.head = make_head(fc_dim, num_classes, dropout, embed_dim, embed_hidden)
-        load_pretrained(self, pretrained, "C3D")
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)  # [N, 3, T, H, W]
         r = self.relu
         x = self.pool1(r(self.conv1(x)))
         x = self.pool(r(self.conv2(x)))
@@ -59,5 +54,3 @@ class C3D(ClipClassifier):
         x = self.drop(r(self.fc6(x.flatten(1))))
         return r(self.fc7(x))
 
-
-register_model("c3d")(C3D)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .heads import ClipClassifier, check_frames, load_pretrained, make_head
+from .base import ClipClassifier, check_frames
+from .layers import R50_LAYERS, make_stage
 from .registry import register_model
-from .resnet3d import R50_LAYERS, make_stage
 
 
 def _stem(width: int, temporal_kernel: int) -> nn.Sequential:
@@ -47,19 +47,20 @@ class Lateral(nn.Module):
         return torch.cat([slow, self.relu(self.bn(self.conv(fast)))], 1)
 
 
+@register_model("slowfast", frames=32, size=224, method="SlowFast R50 4x16", family="3D CNN", published_params_m=34.5,
+                source="SlowFast paper / mmaction2 4x16x1")
 class SlowFast(ClipClassifier):
+    """Clip features: the slow and fast pathways' pooled features concatenated."""
+
+    weights_name = "SlowFast-R50"
+
     def __init__(
         self,
-        num_classes: int = 52,
-        num_segments: int = 32,
+        num_segments: int,
         alpha: int = 8,
         beta_inv: int = 8,
         base_width: int = 64,
         layers: tuple[int, ...] = R50_LAYERS,
-        dropout: float = 0.5,
-        embed_dim: int | None = 300,
-        embed_hidden: int = 300,
-        pretrained: bool | str = False,
     ):
         super().__init__()
         check_frames("slowfast", num_segments, num_segments % alpha == 0,
@@ -83,10 +84,9 @@ class SlowFast(ClipClassifier):
                 slow_in = slow_out + 2 * fast_out
             fast_in = fast_out
         self.num_features = slow_out + fast_out
-        self.head = make_head(self.num_features, num_classes, dropout, embed_dim, embed_hidden)
-        load_pretrained(self, pretrained, "SlowFast-R50")
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)  # [N, 3, T, H, W]
         slow, fast = self.slow_stem(x[:, :, :: self.alpha]), self.fast_stem(x)
         slow = self.lateral0(slow, fast)
         for i in range(1, 5):
@@ -96,5 +96,3 @@ class SlowFast(ClipClassifier):
                 slow = getattr(self, f"lateral{i}")(slow, fast)
         return torch.cat([slow.mean(dim=(2, 3, 4)), fast.mean(dim=(2, 3, 4))], 1)
 
-
-register_model("slowfast")(SlowFast)

@@ -17,37 +17,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torchvision.ops import StochasticDepth
 
-from .heads import ClipClassifier, check_frames, load_pretrained, make_head
+from .base import ClipClassifier, check_frames
+from .layers import Attention, DropPath, Mlp, PatchEmbed2d, drop_path_rates
 from .registry import register_model
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"width {dim} is not divisible by num_heads={num_heads}")
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class DividedBlock(nn.Module):
@@ -62,7 +35,7 @@ class DividedBlock(nn.Module):
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.drop_path = StochasticDepth(drop_path, "row")
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """x: [B, 1 + P*T, D], patches ordered position-major (p0 t0, p0 t1, ...)."""
@@ -83,22 +56,26 @@ class DividedBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+@register_model("timesformer", frames=8, size=224, method="TimeSformer (divided ST)", family="Transformer",
+                published_params_m=121.4, source="TimeSformer paper")
 class TimeSformer(ClipClassifier):
+    """Clip features: the class token after the last block and norm ``[N, width]``. Its position embedding
+    fixes the frame size (``input_size``) and its time embedding the frame count."""
+
+    weights_name = "TimeSformer"
+    # from a 2D ViT: the classifier and the temporal parts stay at their initialisation
+    weights_allow_missing = ("head.", "time_embed", "temporal_fc")
+
     def __init__(
         self,
-        num_classes: int = 52,
-        num_segments: int = 8,
-        input_size: int = 224,
+        num_segments: int,
+        input_size: int,
         patch_size: int = 16,
         width: int = 768,
         depth: int = 12,
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
         drop_path: float = 0.1,
-        dropout: float = 0.5,
-        embed_dim: int | None = 300,
-        embed_hidden: int = 300,
-        pretrained: bool | str = False,
     ):
         super().__init__()
         check_frames("timesformer", num_segments, num_segments >= 1, "at least one frame")
@@ -107,24 +84,19 @@ class TimeSformer(ClipClassifier):
         self.num_segments = num_segments
         self.input_size = input_size
         num_patches = (input_size // patch_size) ** 2
-        self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv2d(3, width, patch_size, patch_size)
+        self.patch_embed = PatchEmbed2d(3, width, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, width))
         self.time_embed = nn.Parameter(torch.zeros(1, num_segments, width))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # plain floats: works on the meta device
+        rates = drop_path_rates(drop_path, depth)
         self.blocks = nn.ModuleList(DividedBlock(width, num_heads, mlp_ratio, r) for r in rates)
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.apply(self._init)
         for block in self.blocks:  # _init overwrote the zero start of the temporal branch
             nn.init.zeros_(block.temporal_fc.weight)
         self.num_features = width
-        self.head = make_head(width, num_classes, dropout, embed_dim, embed_hidden)
-        load_pretrained(
-            self, pretrained, "TimeSformer", adapt=self._from_vit, allow_missing=("head.", "time_embed", "temporal_fc")
-        )
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -136,20 +108,20 @@ class TimeSformer(ClipClassifier):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def _from_vit(self, state: dict) -> dict:
+    def adapt_weights(self, state: dict) -> dict:
         """A 2D ViT state dict: temporal attention and its norm start as copies of
-        the spatial ones; the ViT's classifier is dropped."""
-        state = {k: v for k, v in state.items() if not k.startswith("head.") or k.startswith(("head.fc.", "head.embed."))}
+        the spatial ones; the ViT's classifier is dropped (a TimeSformer state dict passes as it is)."""
+        state = {k: v for k, v in state.items()
+                 if not k.startswith("head.") or k.startswith(("head.fc.", "head.embed."))}
         for key in list(state):
             if key.startswith("blocks.") and (".attn." in key or ".norm1." in key):
                 twin = key.replace(".attn.", ".temporal_attn.").replace(".norm1.", ".temporal_norm1.")
                 state.setdefault(twin, state[key])
         return state
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, t = x.shape[:3]
-        x = self.patch_embed.proj(x.transpose(1, 2).flatten(0, 1))  # [B*T, D, h, w]
-        x = x.flatten(2).transpose(1, 2)  # [B*T, P, D]
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        x = self.patch_embed(x.flatten(0, 1))  # [B*T, P, D]
         p, d = x.shape[1], x.shape[2]
         x = x + self.pos_embed[:, 1:]
         x = x.reshape(b, t, p, d).transpose(1, 2) + self.time_embed[:, None]  # [B, P, T, D]
@@ -159,5 +131,3 @@ class TimeSformer(ClipClassifier):
             x = block(x, t)
         return self.norm(x)[:, 0]
 
-
-register_model("timesformer")(TimeSformer)

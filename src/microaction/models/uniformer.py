@@ -12,27 +12,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torchvision.ops import StochasticDepth
 
-from .heads import ClipClassifier, check_frames, load_pretrained, make_head
+from .base import ClipClassifier, check_frames
+from .layers import Attention, DropPath, Mlp, PatchEmbed3d, drop_path_rates
 from .registry import register_model
-from .timesformer import Attention, Mlp
-
-
-class PatchEmbed(nn.Module):
-    """Strided Conv3d, then LayerNorm over channels; keeps the [N, C, T, H, W] layout."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel, stride, padding=0):
-        super().__init__()
-        self.proj = nn.Conv3d(in_channels, out_channels, kernel, stride, padding)
-        self.norm = nn.LayerNorm(out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x)
-        return self.norm(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
 
 
 class ConvMlp(nn.Module):
+    """The MLP as 1x1x1 convolutions, on the ``[N, C, T, H, W]`` layout of the local blocks."""
+
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.fc1 = nn.Conv3d(dim, hidden, 1)
@@ -55,7 +43,7 @@ class LocalBlock(nn.Module):
         self.conv2 = nn.Conv3d(dim, dim, 1)
         self.norm2 = nn.BatchNorm3d(dim)
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio))
-        self.drop_path = StochasticDepth(drop_path, "row")
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.pos_embed(x)
@@ -73,7 +61,7 @@ class GlobalBlock(nn.Module):
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.drop_path = StochasticDepth(drop_path, "row")
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.pos_embed(x)
@@ -84,20 +72,21 @@ class GlobalBlock(nn.Module):
         return tokens.transpose(1, 2).reshape(b, c, t, h, w)
 
 
+@register_model("uniformer", frames=16, size=224, method="UniFormer-S", family="Transformer", published_params_m=21.4,
+                source="UniFormer paper, video UniFormer-S", defaults=dict(dropout=0.0))
 class UniFormer(ClipClassifier):
+    """Clip features: the last stage's normalised tokens averaged ``[N, widths[-1]]``."""
+
+    weights_name = "UniFormer-S"
+
     def __init__(
         self,
-        num_classes: int = 52,
-        num_segments: int = 16,
+        num_segments: int,
         widths: tuple[int, ...] = (64, 128, 320, 512),
         depths: tuple[int, ...] = (3, 4, 8, 3),
         head_dim: int = 64,
         mlp_ratio: float = 4.0,
         drop_path: float = 0.1,
-        dropout: float = 0.0,
-        embed_dim: int | None = 300,
-        embed_hidden: int = 300,
-        pretrained: bool | str = False,
     ):
         super().__init__()
         check_frames("uniformer", num_segments, num_segments >= 1, "at least one frame")
@@ -107,11 +96,10 @@ class UniFormer(ClipClassifier):
             if w % head_dim:
                 raise ValueError(f"model.head_dim={head_dim} does not divide the attention stage width {w}")
         self.num_segments = num_segments
-        n = sum(depths)
-        rates = [drop_path * i / max(n - 1, 1) for i in range(n)]  # plain floats: works on the meta device
-        self.patch_embed1 = PatchEmbed(3, widths[0], (3, 4, 4), (2, 4, 4), (1, 0, 0))
+        rates = drop_path_rates(drop_path, sum(depths))
+        self.patch_embed1 = PatchEmbed3d(3, widths[0], (3, 4, 4), (2, 4, 4), (1, 0, 0))
         self.patch_embed2, self.patch_embed3, self.patch_embed4 = (
-            PatchEmbed(widths[i], widths[i + 1], (1, 2, 2), (1, 2, 2)) for i in range(3)
+            PatchEmbed3d(widths[i], widths[i + 1], (1, 2, 2), (1, 2, 2)) for i in range(3)
         )
         start = 0
         for i, (w, d) in enumerate(zip(widths, depths)):
@@ -125,13 +113,10 @@ class UniFormer(ClipClassifier):
             start += d
         self.norm = nn.BatchNorm3d(widths[-1])
         self.num_features = widths[-1]
-        self.head = make_head(self.num_features, num_classes, dropout, embed_dim, embed_hidden)
-        load_pretrained(self, pretrained, "UniFormer-S")
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)  # [N, 3, T, H, W]
         for i in range(1, 5):
             x = getattr(self, f"blocks{i}")(getattr(self, f"patch_embed{i}")(x))
         return self.norm(x).mean(dim=(2, 3, 4))
 
-
-register_model("uniformer")(UniFormer)

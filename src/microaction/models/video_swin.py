@@ -2,7 +2,8 @@
 
 torchvision's network is used whole up to its pooled features; its Kinetics-400
 classifier is replaced by the shared head. ``model.pretrained=true`` loads
-torchvision's ``Swin3D_T_Weights.KINETICS400_V1`` (cached or downloaded).
+torchvision's ``Swin3D_T_Weights.KINETICS400_V1`` (cached or downloaded; ``required``: an error
+if they cannot be had).
 """
 
 from __future__ import annotations
@@ -11,30 +12,30 @@ import torch
 import torch.nn as nn
 from torchvision.models.video import Swin3D_T_Weights, swin_transformer as tv_swin
 
-from .heads import ClipClassifier, check_frames, load_pretrained, make_head
+from .base import ClipClassifier, check_frames
 from .registry import register_model
 
 
-def _kinetics_state() -> tuple[dict, str]:
-    weights = Swin3D_T_Weights.KINETICS400_V1
-    return weights.get_state_dict(progress=False), f"torchvision {weights}"
+# pretrained.library_state_dict: from torchvision's cache, else downloaded unless MICROACTION_OFFLINE=1
+KINETICS400 = ("kinetics400", Swin3D_T_Weights.KINETICS400_V1)
 
 
+@register_model("vswin_t", frames=32, size=224, method="Video Swin-T", family="Transformer", published_params_m=28.2,
+                source="Video Swin paper / torchvision swin3d_t")
 class VideoSwin(ClipClassifier):
+    """Clip features: torchvision's pooled features ``[N, 8 * swin_dim]``."""
+
+    weights_name = "Video Swin-T"
+
     def __init__(
         self,
-        num_classes: int = 52,
-        num_segments: int = 32,
-        embed_dim: int | None = 300,
-        embed_hidden: int = 300,
-        dropout: float = 0.5,
+        num_segments: int,
         drop_path: float = 0.1,
         swin_dim: int = 96,
         depths: tuple[int, ...] = (2, 2, 6, 2),
         num_heads: tuple[int, ...] = (3, 6, 12, 24),
         window_size: tuple[int, int, int] = (8, 7, 7),
         patch_size: tuple[int, int, int] = (2, 4, 4),
-        pretrained: bool | str = False,
     ):
         super().__init__()
         check_frames("vswin_t", num_segments, num_segments % patch_size[0] == 0,
@@ -47,22 +48,17 @@ class VideoSwin(ClipClassifier):
         )
         self.num_features = self.backbone.num_features
         self.backbone.head = nn.Identity()
-        self.head = make_head(self.num_features, num_classes, dropout, embed_dim, embed_hidden)
-        load_pretrained(
-            self,
-            pretrained,
-            "Video Swin-T",
-            builtin=_kinetics_state,
-            # torchvision's keys lack our "backbone." prefix; its own head is dropped
-            adapt=lambda state: {
-                (k if k.startswith(("backbone.", "head.")) else f"backbone.{k}"): v
-                for k, v in state.items()
-                if not k.startswith("head.") or k.startswith("head.fc.") or k.startswith("head.embed.")
-            },
-        )
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+    def library_weights(self) -> tuple[str, object]:
+        return KINETICS400
 
+    def adapt_weights(self, state: dict) -> dict:
+        """torchvision's keys lack this module's "backbone." prefix; its own classifier is dropped."""
+        return {
+            (k if k.startswith(("backbone.", "head.")) else f"backbone.{k}"): v
+            for k, v in state.items()
+            if not k.startswith("head.") or k.startswith("head.fc.") or k.startswith("head.embed.")
+        }
 
-register_model("vswin_t")(VideoSwin)
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x.transpose(1, 2))  # torchvision's layout [N, 3, T, H, W]

@@ -2,8 +2,8 @@
 
 `preflight` turns the ways a distributed run goes wrong late (a missing GPU, a sweep whose
 extra processes re-run the whole sweep, ranks writing to different folders) into one message
-before anything is built. The rest makes rank-local results whole again: predictions gathered
-from every rank, metric states summed over ranks.
+before anything is built. The rest makes rank-local results whole again: per-clip rows gathered
+from every rank (``gather_predictions``, used by the prediction writer).
 """
 
 from __future__ import annotations
@@ -204,12 +204,6 @@ def gather_predictions(local: list[dict]) -> list[dict]:
                 seen.add(row["name"])
                 merged.append(row)
     return merged
-
-
-def synced_tensor(metric, name: str) -> torch.Tensor:
-    """A torchmetrics state summed over ranks (``metric.confmat`` alone is this rank's share)."""
-    with metric.sync_context(should_sync=True, should_unsync=True):
-        return getattr(metric, name).detach().clone()
 
 
 # --- speed switches ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""3D ResNet pieces shared by I3D and SlowFast, and I3D itself.
+"""I3D with a ResNet-50 backbone, and the inflation of 2D ImageNet weights to it.
 
 Module names follow torchvision's 2D ResNet (``conv1``, ``bn1``, ``layer1.0.conv1``,
 ``downsample.0``, ...) so a 2D ImageNet state dict maps key for key onto the 3D
@@ -18,53 +18,9 @@ import torch
 import torch.nn as nn
 from torchvision.models import resnet
 
-from .heads import ClipClassifier, check_frames, load_pretrained, make_head
+from .base import ClipClassifier, check_frames
+from .layers import R50_LAYERS, make_stage
 from .registry import register_model
-
-R50_LAYERS = (3, 4, 6, 3)
-
-
-class Bottleneck3d(nn.Module):
-    """ResNet bottleneck on [N, C, T, H, W]; ``temporal_kernel`` (1 or 3) is the
-    first 1x1 conv's temporal extent, the only place these networks mix time."""
-
-    expansion = 4
-
-    def __init__(self, in_channels: int, planes: int, stride: int = 1, temporal_kernel: int = 1):
-        super().__init__()
-        out = planes * self.expansion
-        self.conv1 = nn.Conv3d(
-            in_channels, planes, (temporal_kernel, 1, 1), padding=(temporal_kernel // 2, 0, 0), bias=False
-        )
-        self.bn1 = nn.BatchNorm3d(planes)
-        self.conv2 = nn.Conv3d(planes, planes, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False)
-        self.bn2 = nn.BatchNorm3d(planes)
-        self.conv3 = nn.Conv3d(planes, out, 1, bias=False)
-        self.bn3 = nn.BatchNorm3d(out)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or in_channels != out:
-            self.downsample = nn.Sequential(
-                nn.Conv3d(in_channels, out, 1, stride=(1, stride, stride), bias=False), nn.BatchNorm3d(out)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
-        return self.relu(y + identity)
-
-
-def make_stage(in_channels: int, planes: int, blocks: int, stride: int, temporal_kernels) -> nn.Sequential:
-    """``temporal_kernels``: an int for every block, or one per block."""
-    if isinstance(temporal_kernels, int):
-        temporal_kernels = [temporal_kernels] * blocks
-    layers = []
-    for i in range(blocks):
-        layers.append(Bottleneck3d(in_channels, planes, stride if i == 0 else 1, temporal_kernels[i]))
-        in_channels = planes * Bottleneck3d.expansion
-    return nn.Sequential(*layers)
 
 
 def inflate_state_dict(state2d: dict, own: dict) -> dict:
@@ -82,11 +38,12 @@ def inflate_state_dict(state2d: dict, own: dict) -> dict:
     return out
 
 
-def torchvision_resnet50_state() -> tuple[dict, str]:
-    weights = resnet.ResNet50_Weights.IMAGENET1K_V1
-    return weights.get_state_dict(progress=False), f"torchvision {weights}"
+# torchvision's ImageNet ResNet-50, inflated (pretrained.library_state_dict: cache, else download unless offline)
+IMAGENET_R50 = ("imagenet", resnet.ResNet50_Weights.IMAGENET1K_V1)
 
 
+@register_model("i3d", frames=32, size=224, method="I3D R50", family="3D CNN", published_params_m=28.0,
+                source="mmaction2 I3D-R50 32x2x1")
 class I3D(ClipClassifier):
     """I3D with a ResNet-50 backbone (the R50 form of the Non-local paper and
     mmaction2): conv1 5x7x7 with temporal stride 2, max pools with temporal
@@ -94,18 +51,9 @@ class I3D(ClipClassifier):
     blocks (res2: all, res3: 1,0,1,0, res4: 1,0,1,0,1,0, res5: 0,1,0)."""
 
     INFLATE = ((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0))
+    weights_name = "I3D-R50 (inflated ImageNet ResNet-50)"
 
-    def __init__(
-        self,
-        num_classes: int = 52,
-        num_segments: int = 32,
-        base_width: int = 64,
-        layers: tuple[int, ...] = R50_LAYERS,
-        dropout: float = 0.5,
-        embed_dim: int | None = 300,
-        embed_hidden: int = 300,
-        pretrained: bool | str = False,
-    ):
+    def __init__(self, num_segments: int, base_width: int = 64, layers: tuple[int, ...] = R50_LAYERS):
         super().__init__()
         t_after_pools = math.ceil(math.ceil(num_segments / 2) / 2)
         check_frames("i3d", num_segments, t_after_pools >= 2, "I3D halves time three times; it needs at least 5 frames")
@@ -121,25 +69,23 @@ class I3D(ClipClassifier):
         self.layer3 = make_stage(base_width * 8, base_width * 4, layers[2], 2, inflate[2])
         self.layer4 = make_stage(base_width * 16, base_width * 8, layers[3], 2, inflate[3])
         self.num_features = base_width * 32
-        self.head = make_head(self.num_features, num_classes, dropout, embed_dim, embed_hidden)
-        load_pretrained(
-            self,
-            pretrained,
-            "I3D-R50 (inflated ImageNet ResNet-50)",
-            builtin=torchvision_resnet50_state,
-            adapt=lambda state: inflate_state_dict(state, self.state_dict()),
-        )
+
+    def library_weights(self) -> tuple[str, object]:
+        return IMAGENET_R50
+
+    def adapt_weights(self, state: dict) -> dict:
+        """A 2D ResNet-50 state dict inflated to 3D (an I3D state dict passes as it is)."""
+        return inflate_state_dict(state, self.state_dict())
 
     def _pattern(self, stage: int, blocks: int) -> list[int]:
         # the published pattern where the stage has its standard length, all-inflated otherwise
         pattern = self.INFLATE[stage] if blocks == len(self.INFLATE[stage]) else (1,) * blocks
         return [3 if p else 1 for p in pattern]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)  # [N, 3, T, H, W]
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.pool2(self.layer1(x))
         x = self.layer4(self.layer3(self.layer2(x)))
         return x.mean(dim=(2, 3, 4))
 
-
-register_model("i3d")(I3D)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ...classes import NUM_FINE, class_table
-from ..annotations import video_dir
-from ..layout import StagingDir, is_complete, write_label_names, write_lists
-from ..video_io import write_clip
+from ....labels import LabelSpace
+from ...annotations import video_dir
+from ...layout import write_label_names, write_lists
+from ...video import write_clip
+from ..staging import StagingDir, is_complete
 from .figure import Subject
 from .motions import FPS, ORDER_PAIRS, ClipParams, render_clip
 
@@ -39,7 +40,7 @@ def class_counts(scale: float, min_train: int = 2) -> list[tuple[int, int, int]]
     if min_train < 2:
         raise ValueError(f"min_train={min_train}: expected at least 2 (every split needs a clip of every class)")
     counts = []
-    for n in class_table().train_counts:
+    for n in LabelSpace.ma52().train_counts:
         train = max(min_train, int(round(scale * n)))
         # an even train count splits exactly 2:1:1; val and test are equal as in the release
         train += train % 2
@@ -68,11 +69,11 @@ def plan(scale: float = 0.1, seed: int = 0, subject_disjoint: bool = False, num_
         pools = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
     else:
         pools = {s: np.arange(n_subj) for s in SPLITS}
-    f2c = class_table().fine_to_coarse
+    f2c = LabelSpace.ma52().fine_to_coarse
     specs: list[ClipSpec] = []
     for k, split in enumerate(SPLITS):
         n_in_split = 0
-        for label in range(NUM_FINE):
+        for label in range(len(f2c)):
             subjects = rng.choice(pools[split], size=counts[label][k])
             for subj in subjects:
                 if split == "test":
@@ -159,7 +160,7 @@ def write_procedural(
             write_lists(tmp, split, [(s.name, s.label) for s in specs if s.split == split])
         write_label_names(tmp)
         meta = {
-            "generator": "microaction.data.procedural",
+            "generator": "microaction.data.synthetic.procedural",
             "arguments": arguments,
             "fps": FPS,
             "order_pairs": [list(p) for p in ORDER_PAIRS],

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..classes import NUM_FINE, class_table
-from .annotations import video_dir
-from .layout import StagingDir, is_complete, write_label_names, write_lists
-from .video_io import write_clip
+from ...labels import LabelSpace
+from ..annotations import video_dir
+from ..layout import write_label_names, write_lists
+from ..video import write_clip
+from .staging import StagingDir, is_complete
 
 COLOURS = np.array([[230, 60, 50], [50, 200, 70], [60, 90, 235], [240, 220, 40]], dtype=np.float32)
 
@@ -49,24 +50,30 @@ def write_quickstart(
     per_class: tuple[int, int, int] = (4, 2, 2),
     seed: int = 0,
     audio: bool = True,
+    crf: int = 23,
 ) -> Path:
-    """Write the dataset to ``root`` unless a finished one is already there."""
+    """Write the dataset to ``root`` unless a finished one is already there.
+
+    ``crf`` is the H.264 quality (0-51); 0 is lossless, so the decoded frames are exactly the rendered ones
+    whatever the encoder decides. At other values the encoder's choices, and so the decoded pixels, can
+    differ slightly between two runs with the same seed.
+    """
     root = Path(root)
     if is_complete(root):
         return root
     rng = np.random.default_rng(seed)
-    table = class_table()
+    table = LabelSpace.ma52()
     with StagingDir(root) as tmp:
         for split, n in zip(("train", "val", "test"), per_class):
             entries = []
-            for label in range(NUM_FINE):
+            for label in range(table.num_classes):
                 for k in range(n):
                     idx = len(entries)
                     if split == "test":
                         name = f"test{idx:04d}.mp4"
                     else:
                         name = f"{k:04d}_{table.fine_to_coarse[label]:02d}_{idx:04d}.mp4"
-                    write_clip(video_dir(tmp, split) / name, render_clip(label, rng), audio=audio)
+                    write_clip(video_dir(tmp, split) / name, render_clip(label, rng), audio=audio, crf=crf)
                     entries.append((name, label))
             write_lists(tmp, split, entries)
         write_label_names(tmp)

@@ -1,0 +1,509 @@
+"""Video files with PyAV: reading sampled frames, probing, decoding a whole clip, writing H.264.
+
+Every reader here treats a clip the same way: its first video stream, decoded
+with one thread unless asked otherwise; its frame count is the number of
+non-empty demuxed packets (container headers may lack or misstate it; the
+demuxer's trailing empty packets only drain the decoder); a packet the decoder
+rejects as damaged is skipped, the frames around it stay valid; the decoder is
+drained at the end. Any failure to read becomes a ``DecodeError`` naming the
+file.
+
+``read_frames`` serves the training loader. MA-52 clips are H.264 with
+typically a single keyframe, so reaching frame k means decoding every frame
+before it. It therefore (1) demuxes the packets once, which is cheap and gives
+the frame count, (2) decodes only up to the last frame it needs, and (3)
+converts (colour and scale, in one swscale call) only the frames it keeps.
+
+Frames come out in display orientation: a clip whose display matrix says to
+rotate it by a quarter, half or three-quarter turn (phones store portrait video
+as landscape pictures plus such a matrix) has its kept frames turned by it. The
+scale to a short side is the same before and after a quarter turn (the short
+side stays the short side), so it is done on the stored picture.
+
+``probe`` gives a clip's facts (frame count, fps, duration, displayed size),
+``decode_all`` and ``encode_clip`` are the two halves of a transcode (the
+stored picture and its display rotation are carried over), and ``write_clip``
+writes frames from arrays (the dataset generators, tests and benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+# What the library or the file system raise for a file that cannot be read.
+_READ_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
+
+
+class DecodeError(RuntimeError):
+    """A clip that cannot be decoded into the frames asked for.
+
+    When the decoder or the file system failed, their exception is the ``__cause__``; a clip that
+    lacks what was asked for (no video stream, fewer frames than packets) has none.
+    """
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+# --- size and orientation --------------------------------------------------------------------
+
+
+def scaled_size(
+    width: int, height: int, short_side: int | None, *, upscale: bool = True, multiple: int = 1
+) -> tuple[int, int]:
+    """(width, height) scaled so the short side is ``short_side`` and the long side keeps the aspect.
+
+    ``short_side`` None (or 0) keeps the size. With ``upscale=False`` a picture whose short side is
+    already at most ``short_side`` keeps its scale. Each side is rounded to the nearest multiple of
+    ``multiple`` (a tie to the even multiple), and is at least ``multiple``: ``multiple=2`` gives the
+    even sizes H.264 yuv420p needs. The long side is rounded from the quotient of whole numbers, so
+    a size never depends on floating-point noise.
+    """
+    if not short_side:
+        return width, height
+    short = min(width, height)
+    target = short_side if upscale else min(short_side, short)
+
+    def fit(x: float) -> int:
+        return max(multiple, round(x / multiple) * multiple)
+
+    if width <= height:
+        return fit(target), fit(height * target / width)
+    return fit(width * target / height), fit(target)
+
+
+def quarter_turns(rotation: float) -> int:
+    """Counter-clockwise quarter turns (0-3) for a display-matrix rotation in degrees.
+
+    ``rotation`` is FFmpeg's counter-clockwise angle (PyAV's ``VideoFrame.rotation``):
+    a phone's portrait clip stored as landscape reads -90, i.e. turn clockwise. Angles
+    that are not a multiple of 90 degrees (within one degree) are not applied.
+    """
+    turns = round(rotation / 90)
+    if abs(rotation - 90 * turns) > 1:
+        return 0
+    return turns % 4
+
+
+# --- reading: the stream, its packets, its frames ------------------------------------------------
+
+
+@contextmanager
+def _open_video(path: Path, threads: int = 1):
+    """The open container and its first video stream; any failure to read becomes a DecodeError."""
+    try:
+        with av.open(str(path), mode="r") as container:
+            yield container, _video_stream(container, path, threads)
+    except DecodeError:
+        raise
+    except _READ_ERRORS as err:
+        if _is_empty(path):
+            raise DecodeError(path, "empty file (0 bytes)") from None
+        raise DecodeError(path, f"{type(err).__name__}: {err}") from err
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _video_stream(container, path: Path, threads: int):
+    if not container.streams:
+        raise DecodeError(path, "no streams found (truncated, or not a video file)")
+    if not container.streams.video:
+        kinds = ", ".join(s.type for s in container.streams)
+        raise DecodeError(path, f"no video stream (streams: {kinds})")
+    stream = container.streams.video[0]
+    # One thread by default: the callers (DataLoader workers, prepare's processes) already fill the cores.
+    stream.thread_type = "AUTO" if threads > 1 else "SLICE"
+    stream.codec_context.thread_count = threads
+    return stream
+
+
+def _frame_packets(container, stream) -> Iterator:
+    """The stream's packets that carry a frame each, in file order."""
+    return (p for p in container.demux(stream) if p.size > 0)
+
+
+def _decoded(stream, packets: Iterable, on_rejected: Callable[[], None] | None = None) -> Iterator:
+    """The frames the decoder delivers for ``packets``, then those it still holds, lazily.
+
+    A packet the decoder rejects as damaged is skipped (``on_rejected`` is told); a failure while
+    draining ends the frames. Other decoder errors are raised.
+    """
+    codec = stream.codec_context
+    codec.flush_buffers()
+    for packet in packets:
+        try:
+            frames = codec.decode(packet)
+        except av.InvalidDataError:
+            if on_rejected is not None:
+                on_rejected()
+            continue
+        yield from frames
+    try:
+        rest = codec.decode(None)
+    except av.FFmpegError:
+        return
+    yield from rest
+
+
+def read_frames(
+    path: str | Path,
+    choose_indices: Callable[[int], np.ndarray],
+    short_side: int | None = None,
+    threads: int = 1,
+    num_frames: int | None = None,
+    on_partial: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Decode the frames ``choose_indices(num_frames)`` picks; returns uint8 [T, H, W, 3].
+
+    ``num_frames`` is the clip's frame count when known (from a manifest); the
+    file is then read only up to the last frame needed. Otherwise it is the
+    number of video packets in the file. If the decoder then delivers fewer
+    frames (a truncated or damaged stream, a stale manifest), indices are chosen
+    again from the number it did deliver, so nothing beyond the real end is
+    ever returned. Such a partly decodable clip is reported, not hidden:
+    ``on_partial(packets, decoded)`` is called with the stream's packet count and
+    the number of frames the decoder delivered (the returned frames then cover
+    only those). Frames are scaled to ``scaled_size(..., short_side)``.
+    """
+    path = Path(path)
+    if num_frames:
+        with _open_video(path, threads) as (container, stream):
+            frames, _ = _decode_chosen(stream, _frame_packets(container, stream), choose_indices(num_frames),
+                                       short_side)
+        if frames is not None:
+            return frames
+        # The count was wrong for this file: count the real frames below.
+    with _open_video(path, threads) as (container, stream):
+        packets = list(_frame_packets(container, stream))
+        if not packets:
+            raise DecodeError(path, "video stream has no packets")
+        frames, decoded = _decode_chosen(stream, packets, choose_indices(len(packets)), short_side)
+        if frames is None:
+            # Fewer frames than packets: choose again within what exists.
+            if decoded == 0:
+                raise DecodeError(path, "no frame could be decoded")
+            frames, _ = _decode_chosen(stream, packets, choose_indices(decoded), short_side)
+            if frames is None:
+                raise DecodeError(path, "decoder output changed between two passes")
+            if on_partial is not None:
+                on_partial(len(packets), decoded)
+        return frames
+
+
+def _decode_chosen(stream, packets, indices: np.ndarray, short_side: int | None):
+    """Decode in order until ``max(indices)``; None plus the count if the stream ends first."""
+    indices = np.asarray(indices, dtype=np.int64)
+    last = int(indices.max())
+    slots: dict[int, list[int]] = {}
+    for slot, i in enumerate(indices.tolist()):
+        slots.setdefault(i, []).append(slot)
+    result: np.ndarray | None = None
+    n = 0
+    for frame in _decoded(stream, packets):
+        if n in slots:
+            w, h = scaled_size(frame.width, frame.height, short_side)
+            # One swscale call for colour and size; at the cache size there is nothing to scale,
+            # and not asking for a size keeps swscale on its unscaled fast path.
+            if (w, h) == (frame.width, frame.height):
+                rgb = frame.reformat(format="rgb24")
+            else:
+                rgb = frame.reformat(width=w, height=h, format="rgb24")
+            # The display matrix travels with every decoded frame (FFmpeg copies the stream's).
+            turns = quarter_turns(frame.rotation)
+            if result is None:
+                shape = (w, h) if turns % 2 else (h, w)
+                result = np.empty((len(indices), *shape, 3), np.uint8)
+            # Copy straight from swscale's buffer into the output: one copy per frame, not two
+            # (a turn is a strided view of that buffer, so it costs no extra copy either).
+            plane = rgb.planes[0]
+            view = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, : 3 * w].reshape(h, w, 3)
+            if turns:
+                view = np.rot90(view, turns)
+            for slot in slots[n]:
+                result[slot] = view
+        n += 1
+        if n > last:
+            return result, n
+    return None, n
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frames: int  # non-empty packets of the video stream
+    fps: float
+    duration: float  # seconds
+    width: int  # as displayed (a quarter-turn display matrix swaps the stored sides)
+    height: int
+    bytes: int  # file size
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Facts of a clip from its demuxed video packets (headers may lack or misstate them).
+
+    Only the packets are read, plus the first frame for its display rotation.
+    """
+    path = Path(path)
+    with _open_video(path) as (container, stream):
+        pts: list[int | None] = []
+
+        def packets():
+            for packet in _frame_packets(container, stream):
+                pts.append(packet.pts)
+                yield packet
+
+        source = packets()
+        try:
+            # decodes only as far as the first frame; the rest of ``source`` is counted below
+            first = next(_decoded(stream, source), None)
+        except av.FFmpegError:
+            first = None
+        for _ in source:
+            pass
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if first is not None and quarter_turns(first.rotation) % 2:
+            width, height = height, width
+        rate, tb = stream.average_rate, stream.time_base
+        size = path.stat().st_size
+    frames = len(pts)
+    fps = float(rate) if rate else 0.0
+    known = sorted(p for p in pts if p is not None)
+    if tb and len(known) > 1:
+        # Span of the timestamps plus one mean frame step, i.e. the clip's length.
+        span = Fraction(known[-1] - known[0]) * tb
+        duration = float(span * len(known) / (len(known) - 1))
+        fps = fps or (len(known) / duration if duration > 0 else 0.0)
+    else:
+        duration = frames / fps if fps else 0.0
+    return VideoInfo(frames, fps, duration, width, height, size)
+
+
+# --- a whole clip, for a transcode ---------------------------------------------------------------
+
+
+@dataclass
+class DecodedClip:
+    frames: list = field(repr=False)  # yuv420p VideoFrames with their own timestamps; empty if not kept
+    count: int  # frames decoded (equal to the stream's packets)
+    time_base: Fraction | None
+    rate: Fraction | None  # the stream's average frame rate
+    rotation: int  # display rotation, degrees counter-clockwise, a multiple of 90
+
+
+def decode_all(path: str | Path, short_side: int | None = None) -> DecodedClip:
+    """Decode every frame of the video stream, for a transcode.
+
+    With ``short_side`` the frames are kept as yuv420p, scaled down (never up) so the short side is
+    ``short_side``, both sides even (``scaled_size(..., upscale=False, multiple=2)``: what H.264
+    yuv420p needs); without it they are only counted (a check that the clip decodes whole). The
+    first frame's display rotation is returned, to be written with the copy. A clip from which
+    fewer frames decode than it has packets raises DecodeError: a copy would silently miss frames.
+    """
+    path = Path(path)
+    frames: list = []
+    count = packets = rejected = 0
+    rotation = 0
+    size = None
+
+    def reject() -> None:
+        nonlocal rejected
+        rejected += 1
+
+    with _open_video(path) as (container, stream):
+        def counted():
+            nonlocal packets
+            for packet in _frame_packets(container, stream):
+                packets += 1
+                yield packet
+
+        for frame in _decoded(stream, counted(), reject):
+            if count == 0:
+                rotation = quarter_turns(frame.rotation) * 90
+            count += 1
+            if short_side is None:
+                continue
+            if size is None:
+                size = scaled_size(frame.width, frame.height, short_side, upscale=False, multiple=2)
+            small = frame.reformat(width=size[0], height=size[1], format="yuv420p")
+            small.pts, small.time_base = frame.pts, frame.time_base
+            frames.append(small)
+        time_base, rate = stream.time_base, stream.average_rate
+    if packets == 0:
+        raise DecodeError(path, "video stream has no packets")
+    if count < packets:
+        raise DecodeError(path, f"only {count} of {packets} frames decode (damaged or truncated)"
+                          + (f", {rejected} packets rejected" if rejected else ""))
+    return DecodedClip(frames, count, time_base, rate, rotation)
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _add_h264_stream(out, rate, width: int, height: int, time_base: Fraction, *, gop: int, crf: int,
+                     preset: str, tune: str | None = None, rotation: int = 0, threads: int | None = None):
+    """An H.264 yuv420p stream in ``out``: keyframes every ``gop`` frames and nowhere else, no B-frames,
+    ``rotation`` (degrees counter-clockwise) as its display matrix; ``threads`` None leaves x264's own."""
+    stream = out.add_stream("libx264", rate=rate)
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuv420p"
+    if rotation % 360:
+        if not hasattr(stream, "set_display_rotation"):
+            raise RuntimeError(f"writing a rotated clip needs a PyAV with VideoStream.set_display_rotation "
+                               f"(PyAV {av.__version__} has none)")
+        stream.set_display_rotation(rotation)
+    stream.codec_context.time_base = time_base
+    if threads is not None:
+        stream.codec_context.thread_count = threads
+    options = {"crf": str(crf), "preset": preset, "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0",
+               "bf": "0"}
+    if tune:
+        options["tune"] = tune
+    stream.options = options
+    return stream
+
+
+def _encode(out, stream, frames: Iterable) -> None:
+    for frame in frames:
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
+def encode_clip(
+    path: str | Path,
+    frames: list,
+    time_base: Fraction | None,
+    rate: Fraction | None,
+    *,
+    gop: int,
+    crf: int = 23,
+    preset: str = "veryfast",
+    tune: str | None = None,
+    rotation: int = 0,
+) -> None:
+    """Write yuv420p VideoFrames (as ``decode_all`` keeps them) to ``path`` as H.264 MP4, no audio.
+
+    The frames' own timestamps are kept when they increase, so a variable-frame-rate clip stays
+    one; otherwise frame i is written at i / ``rate`` (30 fps when the rate is unknown). ``rotation``
+    (degrees counter-clockwise, a multiple of 90) is written as the display matrix. One encoder
+    thread. ``path`` is written directly: the caller picks a temporary name and renames it.
+    """
+    pts = [f.pts for f in frames]
+    keep_times = time_base is not None and all(p is not None for p in pts) and all(
+        a < b for a, b in zip(pts, pts[1:]))
+    fps = rate if rate else Fraction(30)
+    step = time_base if keep_times else 1 / Fraction(fps)
+    with av.open(str(path), mode="w", format="mp4") as out:
+        stream = _add_h264_stream(out, fps, frames[0].width, frames[0].height, step, gop=gop, crf=crf,
+                                  preset=preset, tune=tune, rotation=rotation, threads=1)
+        if not keep_times:
+            for i, frame in enumerate(frames):
+                frame.pts, frame.time_base = i, step
+        _encode(out, stream, frames)
+
+
+def write_clip(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: int = 30,
+    *,
+    audio: bool = False,
+    audio_first: bool = False,
+    gop: int | None = None,
+    crf: int = 23,
+    frame_times: list[float] | None = None,
+    rotation: int = 0,
+    preset: str = "veryfast",
+) -> Path:
+    """Write uint8 frames [T, H, W, 3] as H.264 (yuv420p) MP4.
+
+    ``gop=None`` gives one keyframe per clip, as in the MA-52 release.
+    ``audio`` adds a silent AAC track, ``audio_first`` makes it stream 0.
+    ``frame_times`` (seconds, increasing) writes a variable-frame-rate clip.
+    ``rotation`` (degrees counter-clockwise, a multiple of 90) is written as the
+    stream's display matrix, as phones do: ``frames`` are the stored pictures and a
+    player shows them turned by it (-90, a quarter turn clockwise, is a phone's
+    portrait clip stored as landscape). ``preset`` is x264's speed/size trade-off.
+    The file is written to a temporary name and renamed, so a crash never
+    leaves a half-written clip under the final name.
+    """
+    path = Path(path)
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [T, H, W, 3] uint8, got {frames.shape}")
+    t, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"H.264 yuv420p needs even sizes, got {w}x{h}")
+    if rotation % 90:
+        raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
+    tb = Fraction(1, 90000) if frame_times else Fraction(1, fps)
+
+    def video_frames():
+        for i, arr in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            if frame_times:
+                frame.pts = int(round(frame_times[i] * 90000))
+                frame.time_base = tb
+            else:
+                frame.pts = i
+            yield frame
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as out:
+            astream = None
+            if audio and audio_first:
+                astream = _add_audio(out)
+            keyint = gop if gop else max(t, 1) + 1
+            # one encoder thread: x264's threaded encoding differs from run to run, and a generated
+            # dataset must be the same bytes for the same seed (the quickstart's figures are pinned)
+            vstream = _add_h264_stream(out, fps, w, h, tb, gop=keyint, crf=crf, preset=preset, rotation=rotation,
+                                       threads=1)
+            if audio and not audio_first:
+                astream = _add_audio(out)
+            _encode(out, vstream, video_frames())
+            if astream is not None:
+                _write_silence(out, astream, t / fps)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _add_audio(out):
+    stream = out.add_stream("aac", rate=16000)
+    stream.layout = "mono"
+    return stream
+
+
+def _write_silence(out, stream, seconds: float) -> None:
+    rate = 16000
+    samples = max(1024, int(seconds * rate))
+    pts = 0
+    while pts < samples:
+        n = min(1024, samples - pts)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, n), dtype=np.float32), format="fltp", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = pts
+        pts += n
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
