@@ -125,3 +125,23 @@ def run_as_typed(command: str, checkout: Path, extra: list[str] = (), check: boo
     if check and proc.returncode != 0:
         raise AssertionError(f"{command} {extra} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+def decodable_frames(path) -> int:
+    """Frames plain PyAV delivers for ``path`` (damaged packets passed over, the decoder drained): a ground
+    truth independent of the package's read_frames."""
+    import av
+
+    count = 0
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        for packet in c.demux(stream):
+            try:
+                count += len(stream.codec_context.decode(packet))
+            except av.FFmpegError:
+                pass
+        try:
+            count += len(stream.codec_context.decode(None))
+        except av.FFmpegError:
+            pass
+    return count

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import decodable_frames
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
@@ -391,25 +392,6 @@ def test_on_after_batch_transfer_normalises_like_imagenet():
 # --- partly decodable clips ------------------------------------------------------------------
 
 
-def _plain_pyav_frames(path):
-    """Ground truth independent of read_frames: the frames plain PyAV delivers for ``path``."""
-    import av
-
-    count = 0
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        for packet in c.demux(stream):
-            try:
-                count += len(stream.codec_context.decode(packet))
-            except av.FFmpegError:
-                pass
-        try:
-            count += len(stream.codec_context.decode(None))
-        except av.FFmpegError:
-            pass
-    return count
-
-
 def _damage_packet(path, index):
     """Overwrite one video packet with zeros: the decoder drops it (and what depends on it)."""
     import av
@@ -429,7 +411,7 @@ def partial_root(tmp_path, markers):
     entries = [("a.mp4", 3, 12), ("b.mp4", 4, 20), ("c.mp4", 5, 12)]
     root = _make_split(tmp_path / "p", "val", entries, markers)
     packets = _damage_packet(video_dir(root, "val") / "b.mp4", 10)
-    real = _plain_pyav_frames(video_dir(root, "val") / "b.mp4")
+    real = decodable_frames(video_dir(root, "val") / "b.mp4")
     assert packets == 20 and real < packets
     return root, real
 

@@ -13,6 +13,7 @@ import sys
 import av
 import numpy as np
 import pytest
+from helpers import decodable_frames
 
 from microaction.data.sampling import segment_indices
 from microaction.data.video import DecodeError, quarter_turns, read_frames, write_clip
@@ -235,19 +236,6 @@ def test_truncated_clip_with_index_at_end_raises(tmp_path, marker_clip):
     assert exc.value.path == str(path)
 
 
-def _decodable_frames(path):
-    """Ground truth, independent of read_frames: frames plain PyAV decodes from ``path``."""
-    count = 0
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        for packet in c.demux(stream):
-            try:
-                count += len(stream.codec_context.decode(packet))
-            except av.FFmpegError:
-                pass
-    return count
-
-
 @pytest.mark.parametrize("fraction", [0.6, 0.8])
 def test_truncated_faststart_clip_decodes_only_existing_frames(tmp_path, markers, fraction):
     """read_frames' contract: if the decoder delivers fewer frames than there are
@@ -265,7 +253,7 @@ def test_truncated_faststart_clip_decodes_only_existing_frames(tmp_path, markers
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: pos + size // 2])
     packets = sum(p + s <= pos + size // 2 for p, s in spans) + 1  # the last one is partial
-    real = _decodable_frames(cut)
+    real = decodable_frames(cut)
     assert 0 < real < packets < n
 
     # Asking for the last frame forces the second pass.
@@ -301,7 +289,7 @@ def test_damaged_packet_mid_clip_keeps_decoding(marker_clip, markers):
     pos, size = spans[10]
     data[pos : pos + size] = b"\x00" * size
     path.write_bytes(bytes(data))
-    real = _decodable_frames(path)
+    real = decodable_frames(path)
     assert n // 2 < real < n
 
     rec = Recorder(lambda k: np.arange(k))

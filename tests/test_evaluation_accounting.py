@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import FAST, compose_job, compose_train, run_cli
+from helpers import FAST, compose_job, compose_train, run_cli, decodable_frames
 
 from microaction.data.annotations import AnnotationError
 from microaction.data.video import write_clip
@@ -32,23 +32,6 @@ def _list(root: Path, split: str) -> list[tuple[str, int]]:
     return [(line.split()[0], int(line.split()[1])) for line in (root / f"{split}_list_videos.txt").read_text().splitlines()]
 
 
-def _decodable_frames(path: Path) -> int:
-    """Frames plain PyAV delivers for ``path``: the ground truth, independent of read_frames."""
-    count = 0
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        for packet in c.demux(stream):
-            try:
-                count += len(stream.codec_context.decode(packet))
-            except av.FFmpegError:
-                pass
-        try:
-            count += len(stream.codec_context.decode(None))
-        except av.FFmpegError:
-            pass
-    return count
-
-
 def _write_partial_clip(path: Path, frames: int = 30, keep: int = 16) -> tuple[int, int]:
     """A clip whose packets after the first ``keep`` carry zeros: its index lists all packets but the
     decoder delivers fewer frames. Returns (packets, decodable frames)."""
@@ -60,7 +43,7 @@ def _write_partial_clip(path: Path, frames: int = 30, keep: int = 16) -> tuple[i
     for pos, size in spans[keep:]:
         data[pos : pos + size] = b"\x00" * size
     path.write_bytes(bytes(data))
-    return len(spans), _decodable_frames(path)
+    return len(spans), decodable_frames(path)
 
 
 @pytest.fixture(scope="module")

@@ -206,6 +206,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_splits = (("train", "val") if cfg.get("train", True) else ()) + (("val", "test") if cfg.get("test", True) else ())
     _early_batch_check(dm, cfg.trainer, tuple(dict.fromkeys(run_splits)), layout.world_size)
     module = _build_task(cfg, dm.label_space)
+    module.built_from = {"task": TASKS.name_of(type(module)), "datamodule": DATAMODULES.name_of(type(dm))}
     _check_frames(module, dm)
     init = _record_init(cfg, module, out_dir)
     distributed.apply_accel(module, cfg, layout)

@@ -336,13 +336,13 @@ class MicroActionRecognition(L.LightningModule):
         self.decode_issues["predict"] = []
         self.predict_clips.reset()
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # what eval.py builds from this file: registered names, looked up in microaction.registry's allow-list
-        from ..registry import DATAMODULES, TASKS
+    # what eval.py builds from this module's checkpoints: the registered names of the task and datamodule
+    # (microaction.registry's allow-list), set by whoever built them (the pipeline)
+    built_from: dict | None = None
 
-        dm = self._trainer.datamodule if self._trainer is not None else None
-        checkpoint["built_from"] = {"task": TASKS.name_of(type(self)),
-                                    "datamodule": DATAMODULES.name_of(type(dm)) if dm is not None else None}
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.built_from:
+            checkpoint["built_from"] = dict(self.built_from)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # A network wrapped by torch.compile(net) saves its keys as "net._orig_mod.*"; accept those
