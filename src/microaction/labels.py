@@ -199,10 +199,14 @@ def _list(value: Any, where: str) -> list:
     return list(value)
 
 
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise LabelSpaceError(f"{where}: expected a string, got {value!r:.200}")
+def _of_type(value: Any, kind: type, expected: str, where: str) -> Any:
+    if not isinstance(value, kind):
+        raise LabelSpaceError(f"{where}: expected {expected}, got {value!r:.200}")
     return value
+
+
+def _str(value: Any, where: str) -> str:
+    return _of_type(value, str, "a string", where)
 
 
 def _strs(value: Any, where: str) -> tuple[str, ...]:
@@ -218,6 +222,4 @@ def _ints(value: Any, where: str) -> tuple[int, ...]:
 
 
 def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise LabelSpaceError(f"{where}: expected true or false, got {value!r:.200}")
-    return value
+    return _of_type(value, bool, "true or false", where)
