@@ -13,6 +13,11 @@ typically a single keyframe, so reaching frame k means decoding every frame
 before it. It therefore (1) demuxes the packets once, which is cheap and gives
 the frame count, (2) decodes only up to the last frame it needs, and (3)
 converts (colour and scale, in one swscale call) only the frames it keeps.
+A clip with keyframes inside it (the short-side cache, MA-52-Pro's long
+clips) is read by seeking instead when that pays: only the stretch from each
+needed frame's keyframe to it is decoded, and the packet index (pts, keyframe
+flags) ties every frame to its rank in presentation order, so the frames are
+the same as decoding from the start gives.
 
 Frames come out in display orientation: a clip whose display matrix says to
 rotate it by a quarter, half or three-quarter turn (phones store portrait video
@@ -28,6 +33,7 @@ writes frames from arrays (the dataset generators, tests and benchmarks).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -160,6 +166,23 @@ def _decoded(stream, packets: Iterable, on_rejected: Callable[[], None] | None =
     yield from rest
 
 
+@dataclass
+class DecodeStats:
+    """What one ``read_frames`` call did, filled in when one is passed to it.
+
+    ``mode`` is ``"seek"`` when the returned frames came from decoding only the stretches that
+    hold them, ``"sequential"`` when from decoding the clip from its start. ``decoded`` counts
+    every frame the decoder delivered during the call (a seek attempt given up included),
+    ``passes`` the stretches the seeking path decoded, each started at a keyframe, and
+    ``fallback`` says why seeking was considered and given up ("" when it was not).
+    """
+
+    mode: str = ""
+    decoded: int = 0
+    passes: int = 0
+    fallback: str = ""
+
+
 def read_frames(
     path: str | Path,
     choose_indices: Callable[[int], np.ndarray],
@@ -167,24 +190,58 @@ def read_frames(
     threads: int = 1,
     num_frames: int | None = None,
     on_partial: Callable[[int, int], None] | None = None,
+    *,
+    seek: bool | None = None,
+    stats: DecodeStats | None = None,
 ) -> np.ndarray:
     """Decode the frames ``choose_indices(num_frames)`` picks; returns uint8 [T, H, W, 3].
 
-    ``num_frames`` is the clip's frame count when known (from a manifest); the
-    file is then read only up to the last frame needed. Otherwise it is the
-    number of video packets in the file. If the decoder then delivers fewer
-    frames (a truncated or damaged stream, a stale manifest), indices are chosen
-    again from the number it did deliver, so nothing beyond the real end is
-    ever returned. Such a partly decodable clip is reported, not hidden:
-    ``on_partial(packets, decoded)`` is called with the stream's packet count and
-    the number of frames the decoder delivered (the returned frames then cover
-    only those). Frames are scaled to ``scaled_size(..., short_side)``.
+    Frame k is the k-th frame in presentation order, as a decoder run from
+    the start delivers them. ``num_frames`` is the clip's frame count when
+    known (from a manifest); the file is then read only up to the last frame
+    needed. Otherwise it is the number of video packets in the file. If the
+    decoder then delivers fewer frames (a truncated or damaged stream, a stale
+    manifest), indices are chosen again from the number it did deliver, so
+    nothing beyond the real end is ever returned. Such a partly decodable clip
+    is reported, not hidden: ``on_partial(packets, decoded)`` is called with the
+    stream's packet count and the number of frames the decoder delivered (the
+    returned frames then cover only those). Frames are scaled to
+    ``scaled_size(..., short_side)``.
+
+    ``seek`` chooses how the frames are reached. A clip with keyframes inside
+    it can be decoded in stretches: each starts at the last keyframe at or
+    before a needed frame, frames needed within one stretch are decoded in one
+    pass, and the frames between stretches are never decoded. ``None`` (the
+    default) seeks when that skips enough frames to pay for the jumps,
+    ``True`` whenever the clip allows it, ``False`` never. Either way the same
+    frames come back: the packet index (demuxed, not decoded) maps each frame
+    to its keyframe, and every frame a stretch delivers is checked against it;
+    a stream without a usable index, a demuxer that cannot seek, or a stretch
+    that delivers anything else (a damaged packet, a missing frame) makes the
+    call decode from the start instead, with the behaviour described above.
+    ``stats``, when given, is filled in with what the call did.
     """
     path = Path(path)
+    if stats is None:
+        stats = DecodeStats()
     if num_frames:
+        frames: np.ndarray | None = None
         with _open_video(path, threads) as (container, stream):
-            frames, _ = _decode_chosen(stream, _frame_packets(container, stream), choose_indices(num_frames),
-                                       short_side)
+            indices = np.asarray(choose_indices(num_frames), dtype=np.int64)
+            moved = False
+            # The index is demuxed first and the file read again from each keyframe: only a regular file
+            # (not a pipe) can be read twice.
+            if seek and not path.is_file():
+                stats.fallback = "not a regular file"
+            if seek is not False and path.is_file() and (seek or _keyframes_may_pay(stream, indices)):
+                moved = True  # the index is demuxed from this container, which then has to seek
+                frames = _read_seeking(stream, _demux_index(container, stream), indices, short_side, seek, stats,
+                                       lambda cut, index: _packets_from(container, stream, index, cut))
+            if frames is None and not moved:
+                frames, _ = _decode_chosen(stream, _frame_packets(container, stream), indices, short_side, stats)
+        if frames is None and moved:
+            with _open_video(path, threads) as (container, stream):
+                frames, _ = _decode_chosen(stream, _frame_packets(container, stream), indices, short_side, stats)
         if frames is not None:
             return frames
         # The count was wrong for this file: count the real frames below.
@@ -192,12 +249,18 @@ def read_frames(
         packets = list(_frame_packets(container, stream))
         if not packets:
             raise DecodeError(path, "video stream has no packets")
-        frames, decoded = _decode_chosen(stream, packets, choose_indices(len(packets)), short_side)
+        indices = np.asarray(choose_indices(len(packets)), dtype=np.int64)
+        frames = None
+        if seek or (seek is None and sum(p.is_keyframe for p in packets) > 1):
+            frames = _read_seeking(stream, _packet_index([(p.pts, p.dts, p.is_keyframe) for p in packets]), indices,
+                                   short_side, seek, stats, lambda cut, index: iter(packets[cut:]))
+        if frames is None:
+            frames, decoded = _decode_chosen(stream, packets, indices, short_side, stats)
         if frames is None:
             # Fewer frames than packets: choose again within what exists.
             if decoded == 0:
                 raise DecodeError(path, "no frame could be decoded")
-            frames, _ = _decode_chosen(stream, packets, choose_indices(decoded), short_side)
+            frames, _ = _decode_chosen(stream, packets, choose_indices(decoded), short_side, stats)
             if frames is None:
                 raise DecodeError(path, "decoder output changed between two passes")
             if on_partial is not None:
@@ -205,41 +268,283 @@ def read_frames(
         return frames
 
 
-def _decode_chosen(stream, packets, indices: np.ndarray, short_side: int | None):
+@functools.cache
+def _reformat_threads() -> bool:
+    """Whether this PyAV's ``VideoFrame.reformat`` takes ``threads`` (newer releases do)."""
+    try:
+        av.VideoFrame(16, 16, "yuv420p").reformat(format="rgb24", threads=1)
+    except TypeError:
+        return False
+    return True
+
+
+class _Kept:
+    """The output array, filled from decoded frames: frame ``n`` goes to every slot that asked for it.
+
+    swscale runs with ``threads`` threads (the decoder's count): left to itself it starts a pool
+    sized to the machine for every frame it converts, which costs more than the conversion of a
+    frame at the cache size and stalls when the cores are busy with other workers. The output is
+    the same bytes either way.
+    """
+
+    def __init__(self, indices: np.ndarray, short_side: int | None, threads: int = 1):
+        self.size = len(indices)
+        self.short_side = short_side
+        self.options = {"threads": threads} if _reformat_threads() else {}
+        self.slots: dict[int, list[int]] = {}
+        for slot, i in enumerate(indices.tolist()):
+            self.slots.setdefault(i, []).append(slot)
+        self.result: np.ndarray | None = None
+
+    def keep(self, n: int, frame) -> None:
+        w, h = scaled_size(frame.width, frame.height, self.short_side)
+        # One swscale call for colour and size; at the cache size there is nothing to scale,
+        # and not asking for a size keeps swscale on its unscaled fast path.
+        if (w, h) == (frame.width, frame.height):
+            rgb = frame.reformat(format="rgb24", **self.options)
+        else:
+            rgb = frame.reformat(width=w, height=h, format="rgb24", **self.options)
+        # The display matrix travels with every decoded frame (FFmpeg copies the stream's).
+        turns = quarter_turns(frame.rotation)
+        if self.result is None:
+            shape = (w, h) if turns % 2 else (h, w)
+            self.result = np.empty((self.size, *shape, 3), np.uint8)
+        # Copy straight from swscale's buffer into the output: one copy per frame, not two
+        # (a turn is a strided view of that buffer, so it costs no extra copy either).
+        plane = rgb.planes[0]
+        view = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, : 3 * w].reshape(h, w, 3)
+        if turns:
+            view = np.rot90(view, turns)
+        for slot in self.slots[n]:
+            self.result[slot] = view
+
+
+def _decode_chosen(stream, packets, indices: np.ndarray, short_side: int | None, stats: DecodeStats):
     """Decode in order until ``max(indices)``; None plus the count if the stream ends first."""
     indices = np.asarray(indices, dtype=np.int64)
     last = int(indices.max())
-    slots: dict[int, list[int]] = {}
-    for slot, i in enumerate(indices.tolist()):
-        slots.setdefault(i, []).append(slot)
-    result: np.ndarray | None = None
+    kept = _Kept(indices, short_side, stream.codec_context.thread_count)
+    stats.mode = "sequential"
     n = 0
     for frame in _decoded(stream, packets):
-        if n in slots:
-            w, h = scaled_size(frame.width, frame.height, short_side)
-            # One swscale call for colour and size; at the cache size there is nothing to scale,
-            # and not asking for a size keeps swscale on its unscaled fast path.
-            if (w, h) == (frame.width, frame.height):
-                rgb = frame.reformat(format="rgb24")
-            else:
-                rgb = frame.reformat(width=w, height=h, format="rgb24")
-            # The display matrix travels with every decoded frame (FFmpeg copies the stream's).
-            turns = quarter_turns(frame.rotation)
-            if result is None:
-                shape = (w, h) if turns % 2 else (h, w)
-                result = np.empty((len(indices), *shape, 3), np.uint8)
-            # Copy straight from swscale's buffer into the output: one copy per frame, not two
-            # (a turn is a strided view of that buffer, so it costs no extra copy either).
-            plane = rgb.planes[0]
-            view = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, : 3 * w].reshape(h, w, 3)
-            if turns:
-                view = np.rot90(view, turns)
-            for slot in slots[n]:
-                result[slot] = view
+        stats.decoded += 1
+        if n in kept.slots:
+            kept.keep(n, frame)
         n += 1
         if n > last:
-            return result, n
+            return kept.result, n
     return None, n
+
+
+# --- reading by seeking: the packet index, the plan, the stretches --------------------------------
+
+# Costs in units of one decoded P-frame, measured on one core (PyAV 18, 160x120 and 256x308 clips, the
+# smaller the frame the larger these shares): a jump to a keyframe (demuxer seek, decoder flush) about
+# 0.2, demuxing the packet index about 0.015 per packet. The automatic choice counts each at about three
+# times that, so a clip where seeking barely helps keeps the plain path.
+_MIN_SKIP = 2  # frames a jump must skip to be taken (the automatic choice; forced seeking takes any)
+_JUMP_COST = 0.5
+_INDEX_COST = 0.05
+
+
+class _SeekFailed(Exception):
+    """The seeking path cannot vouch for its frames; the caller decodes from the start instead."""
+
+
+@dataclass(frozen=True)
+class _PacketIndex:
+    """The video packets in decode order, as the demuxer gives them (no frame decoded).
+
+    ``order[k]`` is the pts of frame k (the k-th in presentation order), ``position`` maps a pts to
+    its packet's place in decode order, ``cuts`` holds the decode positions (ascending, 0 first)
+    where decoding can start: a keyframe shown before every packet that follows it and after every
+    packet that precedes it, so decoding from cut c delivers exactly frames c, c + 1, ... in order.
+    """
+
+    pts: np.ndarray
+    seek_to: np.ndarray  # [packets, 2]: the timestamps a demuxer seek to a packet asks for, in turn
+    order: np.ndarray
+    position: dict
+    cuts: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.pts)
+
+
+def _packet_index(meta: list[tuple[int | None, int | None, bool]]) -> _PacketIndex | str:
+    """The index of packets given as (pts, dts, keyframe) in decode order, or why there is none."""
+    if not meta:
+        return "no packets"
+    if any(pts is None for pts, _, _ in meta):
+        return "a packet without a timestamp"
+    pts = np.array([m[0] for m in meta], dtype=np.int64)
+    order = np.sort(pts)
+    if len(order) > 1 and not np.all(order[1:] > order[:-1]):
+        return "two packets with the same timestamp"
+    dts = np.array([pts[i] if m[1] is None else m[1] for i, m in enumerate(meta)], dtype=np.int64)
+    key = np.array([m[2] for m in meta], dtype=bool)
+    before = np.maximum.accumulate(np.concatenate([[np.iinfo(np.int64).min], pts[:-1]]))
+    after = np.minimum.accumulate(pts[::-1])[::-1]
+    cuts = np.flatnonzero(key & (before < pts) & (pts == after))
+    if len(cuts) == 0 or cuts[0] != 0:
+        return "the stream does not start at a keyframe"
+    position = {int(p): i for i, p in enumerate(pts.tolist())}
+    # Most demuxers take a seek's target as a presentation time (MP4's shifts it onto its decode-time
+    # index, Matroska's cues hold presentation times), so a keyframe is asked for by its pts first;
+    # others (MPEG-TS) land past the keyframe for that, and are asked again by the earlier of its
+    # decode and presentation times.
+    return _PacketIndex(pts, np.stack([pts, np.minimum(pts, dts)], axis=1), order, position, cuts)
+
+
+def _demux_index(container, stream) -> _PacketIndex | str:
+    return _packet_index([(p.pts, p.dts, p.is_keyframe) for p in _frame_packets(container, stream)])
+
+
+def _seek_plan(cuts: np.ndarray, indices: np.ndarray, min_skip: int) -> list[tuple[int, list[int]]]:
+    """Stretches to decode: (cut to start at, the needed frames it delivers, ascending).
+
+    A needed frame joins the open stretch unless its own cut lies at least ``min_skip`` frames
+    beyond the frame the stretch would deliver next.
+    """
+    plan: list[tuple[int, list[int]]] = []
+    next_frame = -1
+    for k in np.unique(indices).tolist():
+        cut = int(cuts[np.searchsorted(cuts, k, side="right") - 1])
+        if not plan or cut - next_frame >= min_skip:
+            plan.append((cut, [k]))
+        else:
+            plan[-1][1].append(k)
+        next_frame = k + 1
+    return plan
+
+
+def _plan_cost(plan: list[tuple[int, list[int]]]) -> int:
+    """Frames the decoder delivers for ``plan``."""
+    return sum(frames[-1] - cut + 1 for cut, frames in plan)
+
+
+def _pays(plan: list[tuple[int, list[int]]], indices: np.ndarray, packets: int) -> bool:
+    """Whether the frames ``plan`` saves, against decoding up to ``max(indices)``, outweigh its jumps
+    and the index of ``packets`` packets."""
+    saved = int(indices.max()) + 1 - _plan_cost(plan)
+    return saved > 0 and saved >= _JUMP_COST * len(plan) + _INDEX_COST * packets
+
+
+def _keyframes_may_pay(stream, indices: np.ndarray) -> bool:
+    """Whether the container's own index (read when the file was opened) leaves a chance that seeking
+    pays: it lists keyframes, in decode order, at which a clean stream's cuts lie. A container that
+    keeps no index at open says nothing, and the packets are demuxed to find out."""
+    try:
+        entries = stream.index_entries
+        keys = np.flatnonzero([e.is_keyframe for e in entries]) if len(entries) else None
+    except (AttributeError, *_READ_ERRORS):
+        keys = None
+    if keys is None:
+        return True
+    if len(keys) < 2 or keys[0] != 0 or len(indices) == 0:
+        return False
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.min() < 0:
+        return False
+    return _pays(_seek_plan(keys, indices, _MIN_SKIP), indices, len(entries))
+
+
+def _packets_from(container, stream, index: _PacketIndex, cut: int) -> Iterator:
+    """The stream's packets from decode position ``cut`` on, after a demuxer seek to it.
+
+    The demuxer may land at or before the keyframe (packets before it are passed over, not
+    decoded); landing after it for every timestamp tried, or on packets the index does not hold
+    in this order, is a failure.
+    """
+    for target in dict.fromkeys(index.seek_to[cut].tolist()):
+        try:
+            container.seek(int(target), backward=True, any_frame=False, stream=stream)
+        except _READ_ERRORS as err:
+            raise _SeekFailed(f"the demuxer cannot seek ({type(err).__name__}: {err})") from err
+        source = _frame_packets(container, stream)
+        for packet in source:
+            at = index.position.get(packet.pts)
+            if at is None or at >= cut:
+                break
+        else:
+            at = None  # the stream ended before the keyframe
+        if at == cut:
+            break
+    else:
+        raise _SeekFailed("the demuxer's seek did not land at or before the keyframe")
+    expected = cut
+    while True:
+        if at != expected:
+            raise _SeekFailed("the packets after a seek differ from the index")
+        yield packet
+        expected += 1
+        packet = next(source, None)
+        if packet is None:
+            return
+        at = index.position.get(packet.pts)
+
+
+def _read_seeking(stream, index: _PacketIndex | str, indices: np.ndarray, short_side: int | None,
+                  seek: bool | None, stats: DecodeStats, packets_from: Callable[[int, _PacketIndex], Iterable]):
+    """The frames at ``indices`` decoded stretch by stretch, or None to decode from the start.
+
+    None when the index is unusable, when seeking would not pay (``seek`` None), or when a stretch
+    cannot vouch for its frames (``stats.fallback`` then says why).
+    """
+    if isinstance(index, str):
+        stats.fallback = f"no packet index: {index}"
+        return None
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) == 0 or indices.min() < 0 or indices.max() >= index.count:
+        return None  # the plain path reports these
+    plan = _seek_plan(index.cuts, indices, 1 if seek else _MIN_SKIP)
+    if not seek and not _pays(plan, indices, index.count):
+        return None
+    try:
+        frames = _decode_stretches(stream, index, plan, indices, short_side, stats, packets_from)
+    except _SeekFailed as err:
+        stats.fallback = str(err)
+        return None
+    except _READ_ERRORS as err:
+        stats.fallback = f"{type(err).__name__}: {err}"
+        return None
+    stats.mode = "seek"
+    return frames
+
+
+def _decode_stretches(stream, index: _PacketIndex, plan, indices: np.ndarray, short_side: int | None,
+                      stats: DecodeStats, packets_from) -> np.ndarray:
+    kept = _Kept(indices, short_side, stream.codec_context.thread_count)
+
+    def rejected() -> None:
+        raise _SeekFailed("the decoder rejected a packet")
+
+    for cut, wanted in plan:
+        stats.passes += 1
+        source = packets_from(cut, index)
+        frames = _decoded(stream, source, rejected)
+        try:
+            todo = iter(wanted)
+            want = next(todo)
+            rank = cut
+            for frame in frames:
+                stats.decoded += 1
+                if rank >= index.count or frame.pts is None or frame.pts != index.order[rank]:
+                    raise _SeekFailed(f"frame {rank} came out with another timestamp than the index holds")
+                if rank == want:
+                    kept.keep(rank, frame)
+                    want = next(todo, None)
+                    if want is None:
+                        break
+                rank += 1
+            else:
+                raise _SeekFailed(f"the stream ended before frame {want}")
+        finally:
+            frames.close()
+            if hasattr(source, "close"):
+                source.close()
+    return kept.result
 
 
 @dataclass(frozen=True)
@@ -354,9 +659,11 @@ def decode_all(path: str | Path, short_side: int | None = None) -> DecodedClip:
 
 
 def _add_h264_stream(out, rate, width: int, height: int, time_base: Fraction, *, gop: int, crf: int,
-                     preset: str, tune: str | None = None, rotation: int = 0, threads: int | None = None):
-    """An H.264 yuv420p stream in ``out``: keyframes every ``gop`` frames and nowhere else, no B-frames,
-    ``rotation`` (degrees counter-clockwise) as its display matrix; ``threads`` None leaves x264's own."""
+                     preset: str, tune: str | None = None, rotation: int = 0, threads: int | None = None,
+                     bframes: int = 0):
+    """An H.264 yuv420p stream in ``out``: keyframes every ``gop`` frames and nowhere else (closed GOPs),
+    up to ``bframes`` B-frames in a row (0: none), ``rotation`` (degrees counter-clockwise) as its
+    display matrix; ``threads`` None leaves x264's own."""
     stream = out.add_stream("libx264", rate=rate)
     stream.width, stream.height = width, height
     stream.pix_fmt = "yuv420p"
@@ -369,7 +676,7 @@ def _add_h264_stream(out, rate, width: int, height: int, time_base: Fraction, *,
     if threads is not None:
         stream.codec_context.thread_count = threads
     options = {"crf": str(crf), "preset": preset, "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0",
-               "bf": "0"}
+               "bf": str(bframes)}
     if tune:
         options["tune"] = tune
     stream.options = options
@@ -429,6 +736,7 @@ def write_clip(
     frame_times: list[float] | None = None,
     rotation: int = 0,
     preset: str = "veryfast",
+    bframes: int = 0,
 ) -> Path:
     """Write uint8 frames [T, H, W, 3] as H.264 (yuv420p) MP4.
 
@@ -439,6 +747,8 @@ def write_clip(
     stream's display matrix, as phones do: ``frames`` are the stored pictures and a
     player shows them turned by it (-90, a quarter turn clockwise, is a phone's
     portrait clip stored as landscape). ``preset`` is x264's speed/size trade-off.
+    ``bframes`` allows up to that many B-frames in a row (0, the default: none), so
+    frames are stored out of presentation order, as many cameras and encoders do.
     The file is written to a temporary name and renamed, so a crash never
     leaves a half-written clip under the final name.
     """
@@ -451,6 +761,8 @@ def write_clip(
         raise ValueError(f"H.264 yuv420p needs even sizes, got {w}x{h}")
     if rotation % 90:
         raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
+    if not 0 <= bframes <= 16:
+        raise ValueError(f"bframes must be in 0..16 (H.264's limit), got {bframes}")
     tb = Fraction(1, 90000) if frame_times else Fraction(1, fps)
 
     def video_frames():
@@ -474,7 +786,7 @@ def write_clip(
             # one encoder thread: x264's threaded encoding differs from run to run, and a generated
             # dataset must be the same bytes for the same seed (the quickstart's figures are pinned)
             vstream = _add_h264_stream(out, fps, w, h, tb, gop=keyint, crf=crf, preset=preset, rotation=rotation,
-                                       threads=1)
+                                       threads=1, bframes=bframes)
             if audio and not audio_first:
                 astream = _add_audio(out)
             _encode(out, vstream, video_frames())
