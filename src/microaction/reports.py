@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import math
+import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -42,10 +45,15 @@ def clip_accounting(listed: Sequence[tuple[str, int]], scored: int, issues: Sequ
     }
 
 
+# metrics that count things: printed as they are, not as percentages
+COUNT_KEYS = ("actions_absent", "face_fallback_clips")
+
+
 def metric_table(results: Mapping[str, Mapping[str, float]], title: str = "MA-52 metrics (%)",
-                 clips: Mapping[str, Mapping] | None = None):
-    """A rich table: one row per metric, one column per result set (e.g. val, test); with ``clips``
-    (split -> ``clip_accounting``) also the clips listed, scored, skipped and partly decoded."""
+                 clips: Mapping[str, Mapping] | None = None, keys: Sequence[str] | None = None):
+    """A rich table: one row per metric (``keys``, default MA-52's), one column per result set (e.g. val,
+    test); with ``clips`` (split -> ``clip_accounting``) also the clips listed, scored, skipped and partly
+    decoded."""
     from rich.table import Table
 
     clips = clips or {}
@@ -54,11 +62,15 @@ def metric_table(results: Mapping[str, Mapping[str, float]], title: str = "MA-52
     table.add_column("metric")
     for name in columns:
         table.add_column(name, justify="right")
-    for key in METRIC_KEYS:
+    for key in keys or METRIC_KEYS:
         cells = []
         for name in columns:
             values = results.get(name) or {}
-            cells.append(f"{100 * _as_float(values[key]):.2f}" if isinstance(values, Mapping) and key in values else "-")
+            if not isinstance(values, Mapping) or key not in values:
+                cells.append("-")
+            else:
+                value = _as_float(values[key])
+                cells.append(f"{value:.0f}" if key in COUNT_KEYS else f"{100 * value:.2f}")
         table.add_row(key, *cells)
     if clips:
         table.add_section()
@@ -83,11 +95,11 @@ def clip_notes(clips: Mapping[str, Mapping]) -> list[str]:
 
 
 def print_metric_table(results: Mapping[str, Mapping[str, float]], title: str = "MA-52 metrics (%)",
-                       clips: Mapping[str, Mapping] | None = None) -> None:
+                       clips: Mapping[str, Mapping] | None = None, keys: Sequence[str] | None = None) -> None:
     import rich
     from rich.markup import escape
 
-    rich.print(metric_table(results, title, clips))
+    rich.print(metric_table(results, title, clips, keys))
     for line in clip_notes(clips or {}):
         rich.print(escape(line))
 
@@ -184,3 +196,136 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: Path, title: str
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+@contextlib.contextmanager
+def _atomic_csv(path: Path) -> Iterator:
+    """A csv.writer on a temporary file beside ``path``, renamed to ``path`` when the block completes;
+    a reader never sees half a file, and a failed write leaves no temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with tmp.open("w", newline="") as f:
+            yield csv.writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+# An action is in a clip's predicted set when its probability reaches this.
+ACTION_THRESHOLD = 0.5
+
+
+def predicted_actions(prob: Sequence[float], threshold: float = ACTION_THRESHOLD) -> list[int]:
+    """The predicted action set of one clip, ascending ids: every action with probability >= ``threshold``,
+    and the most probable action when none reaches it (every clip carries at least one micro-action,
+    so the set is never empty). Ties for the top-1 go to the lowest id."""
+    prob = np.asarray(prob, dtype=np.float64)
+    chosen = set(np.flatnonzero(prob >= threshold).tolist())
+    chosen.add(int(np.argmax(prob)))
+    return sorted(chosen)
+
+
+def _check_probs(video: str, what: str, prob: Sequence[float], n: int) -> np.ndarray:
+    arr = np.asarray(prob, dtype=np.float64)
+    if arr.shape != (n,):
+        raise ValueError(f"{video}: {what} must hold {n} probabilities, got shape {arr.shape}")
+    if not np.all((arr >= 0) & (arr <= 1)):
+        raise ValueError(f"{video}: {what} must be probabilities in [0, 1] (softmax / sigmoid outputs), "
+                         f"got values in [{arr.min()}, {arr.max()}]")
+    return arr
+
+
+def _check_ids(video: str, what: str, ids: Sequence[int], n: int) -> list[int]:
+    ids = [int(i) for i in ids]
+    bad = [i for i in ids if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"{video}: {what} must be ids in [0, {n}), got {bad}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{video}: {what} repeat an id: {ids}")
+    return sorted(ids)
+
+
+def emotion_prediction_columns(emotion_names: Sequence[str]) -> list[str]:
+    """The header of ``write_emotion_predictions_csv``: one probability column per emotion, by name."""
+    return ["video", "emotion", "emotion_name", "pred_emotion", "pred_emotion_name", "emotion_correct",
+            *[f"prob_{name}" for name in emotion_names],
+            "actions", "action_names", "pred_actions", "pred_action_names", "pred_action_probs", "actions_found"]
+
+
+def write_emotion_predictions_csv(path: Path, rows: Sequence[Mapping], emotion_names: Sequence[str],
+                                  action_names: Sequence[str], threshold: float = ACTION_THRESHOLD) -> Path:
+    """One row per MA-52-Pro clip: the true and predicted emotion with every emotion's probability, and
+    the true action set beside the predicted one.
+
+    Each of ``rows`` holds ``name``, ``emotion`` (true id, or None when unknown), ``emotion_prob`` (E
+    probabilities), ``actions`` (true action ids, or None) and ``action_prob`` (C probabilities, one
+    sigmoid per action; None for a model without an action head, whose predicted-action columns stay
+    empty). The predicted emotion is the most probable; the predicted action set is
+    ``predicted_actions`` (probability >= ``threshold``, at least the top-1). Id sets are written
+    ascending, space-separated, their names joined by "; "; ``pred_action_probs`` follows
+    ``pred_actions``; ``actions_found`` is "<true actions predicted>/<true actions>". Columns that need
+    the truth are empty for a clip without it. Refuses (naming the clip) a row whose probabilities
+    do not match the name lists or ids out of range, before writing anything.
+    """
+    emotion_names, action_names = list(emotion_names), list(action_names)
+    if len(set(emotion_names)) != len(emotion_names):
+        raise ValueError(f"emotion names must be distinct (they name the probability columns): {emotion_names}")
+    e, c = len(emotion_names), len(action_names)
+    lines = []
+    for row in rows:
+        video = row["name"]
+        eprob = _check_probs(video, "emotion_prob", row["emotion_prob"], e)
+        aprob = None if row.get("action_prob") is None else _check_probs(video, "action_prob", row["action_prob"], c)
+        pred_e = int(np.argmax(eprob))
+        label = row.get("emotion")
+        if label is not None and not 0 <= int(label) < e:
+            raise ValueError(f"{video}: emotion must be an id in [0, {e}), got {label}")
+        truth = row.get("actions")
+        true_set = None if truth is None else _check_ids(video, "actions", truth, c)
+        pred_set = [] if aprob is None else predicted_actions(aprob, threshold)
+        lines.append([
+            video,
+            "" if label is None else int(label),
+            "" if label is None else emotion_names[int(label)],
+            pred_e, emotion_names[pred_e],
+            "" if label is None else int(pred_e == int(label)),
+            *[f"{p:.6f}" for p in eprob],
+            "" if true_set is None else " ".join(map(str, true_set)),
+            "" if true_set is None else "; ".join(action_names[i] for i in true_set),
+            " ".join(map(str, pred_set)),
+            "; ".join(action_names[i] for i in pred_set),
+            " ".join(f"{aprob[i]:.6f}" for i in pred_set),
+            "" if true_set is None or aprob is None else f"{len(set(true_set) & set(pred_set))}/{len(true_set)}",
+        ])
+    with _atomic_csv(path) as w:
+        w.writerow(emotion_prediction_columns(emotion_names))
+        w.writerows(lines)
+    return Path(path)
+
+
+def write_per_class_ap_csv(path: Path, ap: Sequence[float], action_names: Sequence[str],
+                           counts: Sequence[int]) -> Path:
+    """One row per action class: id, name, clips carrying it (``counts``, e.g. ``MultiLabelAP.positives()``)
+    and its AP (``MultiLabelAP.per_class_ap()``), the AP empty for a class no clip carries (left out of
+    the mAP). Refuses lists of different lengths, and an AP that is NaN exactly when its count is not 0
+    (AP and counts from different data)."""
+    ap = [float(a) for a in ap]
+    counts = [int(n) for n in counts]
+    names = list(action_names)
+    if not len(ap) == len(names) == len(counts):
+        raise ValueError(f"per-class AP needs one AP, name and count per class; got {len(ap)} APs, "
+                         f"{len(names)} names, {len(counts)} counts")
+    for i, (a, n) in enumerate(zip(ap, counts)):
+        if math.isnan(a) != (n == 0):
+            raise ValueError(f"class {i} ({names[i]}): AP {a} with {n} positive clips; an AP is NaN exactly "
+                             f"when the class has no positive clip")
+    with _atomic_csv(path) as w:
+        w.writerow(["class", "name", "positives", "ap"])
+        for i, (a, n) in enumerate(zip(ap, counts)):
+            w.writerow([i, names[i], n, "" if math.isnan(a) else f"{a:.6f}"])
+    return Path(path)
