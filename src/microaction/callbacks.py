@@ -126,7 +126,8 @@ def write_rows_csv(path: Path, rows: Sequence[dict]) -> Path:
 class ConfusionMatrixPlots(Callback):
     """After ``trainer.validate``/``trainer.test`` (not the validation inside ``fit``), the task's
     ``confusion_matrices(stage)`` as row-normalised PNGs in ``out_dir``: ``confusion_fine_<stage>.png``
-    and ``confusion_body_<stage>.png``, named by the task's ``label_space``. ``files[stage]`` holds
+    and ``confusion_body_<stage>.png``, named by the task's ``label_space``; a task with
+    ``evaluation_reports(stage, out_dir, write)`` writes its own files instead. ``files[stage]`` holds
     their paths (rank 0)."""
 
     def __init__(self, out_dir: str | Path):
@@ -142,6 +143,12 @@ class ConfusionMatrixPlots(Callback):
 
     def _plot(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.files.pop(stage, None)
+        reports_of = getattr(pl_module, "evaluation_reports", None)
+        if reports_of is not None:  # a task that draws its own (collective: every rank calls it)
+            files = reports_of(stage, self.out_dir, trainer.is_global_zero)
+            if files:
+                self.files[stage] = files
+            return
         get = getattr(pl_module, "confusion_matrices", None)
         matrices = get(stage) if get is not None else None  # collective: every rank calls it
         if not matrices or int(matrices["fine"].sum()) == 0 or not trainer.is_global_zero:

@@ -155,6 +155,12 @@ def _stage_metrics(module: L.LightningModule, logged: list[dict], split: str) ->
             if k.startswith(prefix) and (keys is None or k[len(prefix):] in keys)}
 
 
+def _table_style(module: L.LightningModule) -> dict[str, Any]:
+    """The metric table's title and rows for ``module``'s task (its ``metric_title`` and ``metric_keys``)."""
+    keys = [k for k in getattr(module, "metric_keys", ()) if k != "num_clips"]
+    return {"title": getattr(module, "metric_title", "metrics (%)"), "keys": keys or None}
+
+
 def _evaluate_split(trainer: L.Trainer, module: L.LightningModule, dm: L.LightningDataModule, split: str,
                     ckpt: str | None, writer: PredictionWriter, plots: ConfusionMatrixPlots) -> dict[str, Any]:
     """Metrics of ``split`` from ``trainer.validate``/``trainer.test`` (when its labels are known; logged),
@@ -246,7 +252,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             clips = results.get("clips") or {}
             tables = {k: results[k] for k in ("val", "test") if isinstance(results.get(k), dict) and results[k]}
             if tables or any(c["skipped"] or c["partial"] for c in clips.values()):
-                reports.print_metric_table(tables, clips=clips)
+                reports.print_metric_table(tables, clips=clips, **_table_style(module))
             log.info("metrics, predictions and checkpoints in %s", out_dir)
     finally:
         _finish_wandb()
@@ -257,7 +263,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _record_init(cfg: DictConfig, module: L.LightningModule, out_dir: Path) -> str:
     """What the network's weights start from (``random``, ``imagenet``, ``kinetics400`` or a file's path),
     added to the config saved with the run as its top-level ``init``."""
-    init = str(getattr(getattr(module, "net", None), "initialised_from", "random"))
+    init = str(getattr(module, "initialised_from", None)
+               or getattr(getattr(module, "net", None), "initialised_from", "random"))
     with open_dict(cfg):
         cfg.init = init
     if rank_zero_only.rank == 0:
@@ -413,7 +420,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                    "clips": {cfg.split: result["clips"]}}
         if trainer.is_global_zero:
             reports.write_json(out_dir / "metrics.json", results)
-            reports.print_metric_table({cfg.split: result["metrics"]}, clips=results["clips"])
+            reports.print_metric_table({cfg.split: result["metrics"]}, clips=results["clips"], **_table_style(module))
             for name, path in result["files"].items():
                 log.info("%s: %s", name, path)
     finally:

@@ -28,7 +28,197 @@ def default_num_workers() -> int:
     return max(0, min(8, cpus - 1))
 
 
-class MA52DataModule(L.LightningDataModule):
+class ClipDataModule(L.LightningDataModule):
+    """What the pipeline needs of a datamodule, for a dataset of video clips named by per-split list files.
+
+    A subclass sets ``layout_help`` and implements ``__init__`` (saving its hyperparameters, then calling
+    ``init_clips``), ``label_space``, ``list_file``, ``read_records`` and ``make_dataset``; the lifecycle
+    (generation, layout and batch-limit checks before any decoding), the loaders (DDP samplers without
+    padding duplicates) and the clip accounting the run reports are shared. Hyperparameters read here:
+    ``generate``, ``generate_kwargs``, ``batch_size``, ``eval_batch_size``, ``on_decode_error``,
+    ``pin_memory``, ``persistent_workers``, ``prefetch_factor``, ``test_has_labels`` and (by the pipeline)
+    ``num_segments``, ``max_skipped_fraction``.
+
+    ``predict_split`` is the split ``trainer.predict`` runs on (the jobs set it; default test).
+    """
+
+    layout_help: str = ""
+    # batch keys holding uint8 clips, normalised on the device
+    video_keys: tuple[str, ...] = ("video",)
+
+    def init_clips(self, root: str | None, num_workers: int | None, generate: str | None) -> None:
+        self.root = Path(root).expanduser() if root else None
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.datasets: dict[str, Any] = {}
+        self._label_space: LabelSpace | None = None
+        self.predict_split = "test"
+        # splits whose batch limits setup() checks besides its stage's own (the jobs name all they will run)
+        self.limit_check_splits: tuple[str, ...] = ()
+        if generate is not None:
+            get_generator(generate)  # an unknown name fails here, before any work
+
+    # --- what a dataset defines ------------------------------------------------------
+    @property
+    def label_space(self) -> LabelSpace:
+        raise NotImplementedError
+
+    def list_file(self, split: str) -> Path:
+        """The list file of ``split``."""
+        raise NotImplementedError
+
+    def read_records(self, split: str) -> list:
+        """The records of ``split``'s list (each with ``name`` and ``line``), checked."""
+        raise NotImplementedError
+
+    def make_dataset(self, split: str):
+        raise NotImplementedError
+
+    def train_labels(self) -> list[int]:
+        """The class of each training clip whose frequency orders the prior prediction of a skipped clip."""
+        if "train" in self.datasets:
+            return self.datasets["train"].labels()
+        return [r.label for r in self.read_records("train")]
+
+    def labelled(self, split: str) -> bool:
+        """Whether ``split``'s list carries real labels (the official test list's are dummies)."""
+        return split != "test" or bool(self.hparams.test_has_labels)
+
+    def clip_list(self, split: str) -> list[tuple[str, int]]:
+        """(video name, list line) of every clip listed for ``split``, in list order."""
+        records = self.datasets[split].records if split in self.datasets else self.read_records(split)
+        return [(r.name, r.line) for r in records]
+
+    # --- lifecycle -------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if self.hparams.generate:
+            if self.root is None:
+                raise ValueError(f"data.root is not set: where should data.generate={self.hparams.generate!r} write?")
+            get_generator(self.hparams.generate)(self.root, **(self.hparams.generate_kwargs or {}))
+
+    def check_layout(self, splits: Sequence[str]) -> None:
+        """Fail fast, naming the path, if ``root`` or a list file is absent."""
+        if self.root is None:
+            raise ValueError(f"data.root is not set: point it at the dataset root.\n{self.layout_help}")
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data.root does not exist: {self.root}\n{self.layout_help}")
+        for split in splits:
+            if not self.list_file(split).is_file():
+                raise FileNotFoundError(f"list file not found: {self.list_file(split)}\n{self.layout_help}")
+        if "test" in splits and self.hparams.get("test_has_labels"):
+            self.check_test_labels()
+
+    def check_test_labels(self) -> None:
+        """Called by ``check_layout`` when the test split is to be scored (MA-52 refuses dummy labels)."""
+
+    def decode_mode(self, split: str) -> str:
+        """What an undecodable clip of ``split`` does: "skip" or "raise" (``on_decode_error`` resolved)."""
+        mode = self.hparams.on_decode_error
+        if mode == "auto":
+            return "skip" if split == "train" else "raise"
+        return mode
+
+    def listed_clips(self, split: str) -> int:
+        """The number of clips the list file of ``split`` names."""
+        if split in self.datasets:
+            return len(self.datasets[split])
+        return len(self.read_records(split))
+
+    def batch_size_of(self, split: str) -> int:
+        return self.hparams.batch_size if split == "train" else self._eval_batch()
+
+    def check_batch_limits(self, trainer: Any, splits: Sequence[str], world: int = 1, prefix: str = "trainer.") -> None:
+        """Refuse a fractional ``trainer.limit_<split>_batches`` that leaves a split of this data without a
+        batch (e.g. ``debug=limit`` on a small dataset); ``trainer`` is a config or a Trainer."""
+        splits = [s for s in splits if self.list_file(s).is_file()]
+        keys = ("fast_dev_run", "overfit_batches", "limit_train_batches", "limit_val_batches", "limit_test_batches")
+        limits = {k: trainer.get(k) if hasattr(trainer, "get") else getattr(trainer, k, None) for k in keys}
+        problems = batch_limit_problems(
+            {k: v for k, v in limits.items() if v is not None},
+            {s: self.listed_clips(s) for s in splits},
+            {s: self.batch_size_of(s) for s in splits},
+            world,
+            {s: str(self.list_file(s)) for s in splits},
+            prefix,
+        )
+        if problems:
+            raise ConfigError(problems)
+
+    def class_prior_order(self) -> tuple[list[int], str]:
+        """Classes from most to least frequent in the training list (``train_labels``; ties: lower id first),
+        and where that order came from. Without a training list: the class ids in order, said so."""
+        path = self.list_file("train") if self.root is not None else None
+        num_classes = self.label_space.num_classes
+        if "train" not in self.datasets and (path is None or not path.is_file()):
+            return list(range(num_classes)), f"class ids in order (no training list at {path})"
+        labels = self.train_labels()
+        counts = Counter(labels)
+        order = sorted(range(num_classes), key=lambda c: (-counts.get(c, 0), c))
+        return order, f"most frequent first in {path}, ties by class id"
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                  "predict": (self.predict_split,)}.get(stage, ("train", "val", "test"))
+        self.check_layout(splits)
+        self.label_space  # noqa: B018  (label_name.txt read, and checked, before any clip)
+        for split in splits:
+            if split not in self.datasets:
+                self.datasets[split] = self.make_dataset(split)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            # Generated data has its lists only now: the pipeline's early check could not count them.
+            wanted = tuple(dict.fromkeys((*splits, *self.limit_check_splits)))
+            self.check_batch_limits(trainer, wanted, getattr(trainer, "world_size", 1))
+
+    # --- loaders ---------------------------------------------------------------------
+    def _eval_sampler(self, split: str) -> UnpaddedDistributedSampler | None:
+        """Under DDP, val/test clips split over ranks without the padding duplicates of Lightning's
+        default sampler, so every clip is scored exactly once; None (Lightning's choice) otherwise."""
+        trainer = getattr(self, "trainer", None)
+        kwargs = getattr(trainer, "distributed_sampler_kwargs", None) if trainer is not None else None
+        if split == "train" or not kwargs or kwargs.get("num_replicas", 1) <= 1:
+            return None
+        return UnpaddedDistributedSampler(self.datasets[split], kwargs["num_replicas"], kwargs["rank"])
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
+        workers = self.num_workers
+        sampler = self._eval_sampler(split)
+        pin = torch.cuda.is_available() if self.hparams.pin_memory is None else self.hparams.pin_memory
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=pin,
+            drop_last=drop_last,
+            collate_fn=collate_skipping,
+            persistent_workers=self.hparams.persistent_workers and workers > 0,
+            prefetch_factor=self.hparams.prefetch_factor if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True, batch_size=self.hparams.batch_size)
+
+    def _eval_batch(self) -> int:
+        return self.hparams.eval_batch_size or self.hparams.batch_size
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False, batch_size=self._eval_batch())
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False, batch_size=self._eval_batch())
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_split, shuffle=False, batch_size=self._eval_batch())
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        # Batches travel as uint8 (4x less to copy); normalise on the device.
+        for key in self.video_keys:
+            if key in batch:
+                batch[key] = normalize(batch[key])
+        return batch
+
+class MA52DataModule(ClipDataModule):
     """MA-52 train/val/test loaders.
 
     ``root`` holds the official layout. With ``generate`` set (e.g. ``"quickstart"``)
@@ -76,15 +266,15 @@ class MA52DataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["num_classes"])
         # num_classes: a read-only alias, checked against the label space
         check_data_settings({**self.hparams, "num_classes": num_classes})
-        self.root = Path(root).expanduser() if root else None
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
-        self.datasets: dict[str, MA52Dataset] = {}
-        self._label_space: LabelSpace | None = None
-        self.predict_split = "test"
-        # splits whose batch limits setup() checks besides its stage's own (the jobs name all they will run)
-        self.limit_check_splits: tuple[str, ...] = ()
-        if generate is not None:
-            get_generator(generate)  # an unknown name fails here, before any work
+        self.init_clips(root, num_workers, generate)
+
+    layout_help = LAYOUT_HELP
+
+    def list_file(self, split: str) -> Path:
+        return list_path(self.root, split)
+
+    def read_records(self, split: str) -> list:
+        return read_list(list_path(self.root, split), self.label_space.num_classes)
 
     # --- labels ----------------------------------------------------------------------
     @property
@@ -96,35 +286,6 @@ class MA52DataModule(L.LightningDataModule):
             names = read_label_names(names_file) if names_file is not None and names_file.is_file() else None
             self._label_space = LabelSpace.ma52(names)
         return self._label_space
-
-    def labelled(self, split: str) -> bool:
-        """Whether ``split``'s list carries real labels (the official test list's are dummies)."""
-        return split != "test" or bool(self.hparams.test_has_labels)
-
-    def clip_list(self, split: str) -> list[tuple[str, int]]:
-        """(video name, list line) of every clip listed for ``split``, in list order."""
-        if split in self.datasets:
-            return [(r.name, r.line) for r in self.datasets[split].records]
-        return [(r.name, r.line) for r in read_list(list_path(self.root, split), self.label_space.num_classes)]
-
-    # --- lifecycle -------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        if self.hparams.generate:
-            if self.root is None:
-                raise ValueError(f"data.root is not set: where should data.generate={self.hparams.generate!r} write?")
-            get_generator(self.hparams.generate)(self.root, **(self.hparams.generate_kwargs or {}))
-
-    def check_layout(self, splits: Sequence[str]) -> None:
-        """Fail fast, naming the path, if ``root`` or a list file is absent."""
-        if self.root is None:
-            raise ValueError(f"data.root is not set: point it at the dataset root.\n{LAYOUT_HELP}")
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"data.root does not exist: {self.root}\n{LAYOUT_HELP}")
-        for split in splits:
-            if not list_path(self.root, split).is_file():
-                raise FileNotFoundError(f"list file not found: {list_path(self.root, split)}\n{LAYOUT_HELP}")
-        if "test" in splits and self.hparams.test_has_labels:
-            self.check_test_labels()
 
     def check_test_labels(self) -> None:
         """Refuse ``test_has_labels=True`` on a test list whose labels are all one class: the official
@@ -139,68 +300,6 @@ class MA52DataModule(L.LightningDataModule):
                 "the official release's dummy labels, not ground truth. Use data.test_has_labels=false "
                 "(the test stage then writes submission_test.csv for the benchmark server and scores nothing)."
             )
-
-    def decode_mode(self, split: str) -> str:
-        """What an undecodable clip of ``split`` does: "skip" or "raise" (``on_decode_error`` resolved)."""
-        mode = self.hparams.on_decode_error
-        if mode == "auto":
-            return "skip" if split == "train" else "raise"
-        return mode
-
-    def listed_clips(self, split: str) -> int:
-        """The number of clips the list file of ``split`` names."""
-        if split in self.datasets:
-            return len(self.datasets[split])
-        return len(read_list(list_path(self.root, split), self.label_space.num_classes))
-
-    def batch_size_of(self, split: str) -> int:
-        return self.hparams.batch_size if split == "train" else self._eval_batch()
-
-    def check_batch_limits(self, trainer: Any, splits: Sequence[str], world: int = 1, prefix: str = "trainer.") -> None:
-        """Refuse a fractional ``trainer.limit_<split>_batches`` that leaves a split of this data without a
-        batch (e.g. ``debug=limit`` on a small dataset); ``trainer`` is a config or a Trainer."""
-        splits = [s for s in splits if list_path(self.root, s).is_file()]
-        keys = ("fast_dev_run", "overfit_batches", "limit_train_batches", "limit_val_batches", "limit_test_batches")
-        limits = {k: trainer.get(k) if hasattr(trainer, "get") else getattr(trainer, k, None) for k in keys}
-        problems = batch_limit_problems(
-            {k: v for k, v in limits.items() if v is not None},
-            {s: self.listed_clips(s) for s in splits},
-            {s: self.batch_size_of(s) for s in splits},
-            world,
-            {s: str(list_path(self.root, s)) for s in splits},
-            prefix,
-        )
-        if problems:
-            raise ConfigError(problems)
-
-    def class_prior_order(self) -> tuple[list[int], str]:
-        """Fine classes from most to least frequent in the training list (ties: lower id first), and where
-        that order came from. Without a training list: the class ids in order, said so."""
-        path = list_path(self.root, "train") if self.root is not None else None
-        num_classes = self.label_space.num_classes
-        if "train" in self.datasets:
-            labels = self.datasets["train"].labels()
-        elif path is not None and path.is_file():
-            labels = [r.label for r in read_list(path, num_classes)]
-        else:
-            return list(range(num_classes)), f"class ids in order (no training list at {path})"
-        counts = Counter(labels)
-        order = sorted(range(num_classes), key=lambda c: (-counts.get(c, 0), c))
-        return order, f"most frequent first in {path}, ties by class id"
-
-    def setup(self, stage: str | None = None) -> None:
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
-                  "predict": (self.predict_split,)}.get(stage, ("train", "val", "test"))
-        self.check_layout(splits)
-        self.label_space  # noqa: B018  (label_name.txt read, and checked, before any clip)
-        for split in splits:
-            if split not in self.datasets:
-                self.datasets[split] = self.make_dataset(split)
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None:
-            # Generated data has its lists only now: the pipeline's early check could not count them.
-            wanted = tuple(dict.fromkeys((*splits, *self.limit_check_splits)))
-            self.check_batch_limits(trainer, wanted, getattr(trainer, "world_size", 1))
 
     def make_dataset(self, split: str) -> MA52Dataset:
         hp = self.hparams
@@ -221,51 +320,3 @@ class MA52DataModule(L.LightningDataModule):
             labelled=self.labelled(split),
             manifest=hp.manifest,
         )
-
-    # --- loaders ---------------------------------------------------------------------
-    def _eval_sampler(self, split: str) -> UnpaddedDistributedSampler | None:
-        """Under DDP, val/test clips split over ranks without the padding duplicates of Lightning's
-        default sampler, so every clip is scored exactly once; None (Lightning's choice) otherwise."""
-        trainer = getattr(self, "trainer", None)
-        kwargs = getattr(trainer, "distributed_sampler_kwargs", None) if trainer is not None else None
-        if split == "train" or not kwargs or kwargs.get("num_replicas", 1) <= 1:
-            return None
-        return UnpaddedDistributedSampler(self.datasets[split], kwargs["num_replicas"], kwargs["rank"])
-
-    def _loader(self, split: str, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
-        workers = self.num_workers
-        sampler = self._eval_sampler(split)
-        pin = torch.cuda.is_available() if self.hparams.pin_memory is None else self.hparams.pin_memory
-        return DataLoader(
-            self.datasets[split],
-            batch_size=batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            num_workers=workers,
-            pin_memory=pin,
-            drop_last=drop_last,
-            collate_fn=collate_skipping,
-            persistent_workers=self.hparams.persistent_workers and workers > 0,
-            prefetch_factor=self.hparams.prefetch_factor if workers > 0 else None,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, batch_size=self.hparams.batch_size)
-
-    def _eval_batch(self) -> int:
-        return self.hparams.eval_batch_size or self.hparams.batch_size
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False, batch_size=self._eval_batch())
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False, batch_size=self._eval_batch())
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_split, shuffle=False, batch_size=self._eval_batch())
-
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        # Batches travel as uint8 (4x less to copy); normalise on the device.
-        if "video" in batch:
-            batch["video"] = normalize(batch["video"])
-        return batch

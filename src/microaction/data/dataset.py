@@ -81,7 +81,7 @@ class MA52Dataset(Dataset):
         self.short_side = short_side
         self.on_decode_error = on_decode_error
         self.decode_threads = decode_threads
-        self.records = read_list(list_path(self.root, split), self.label_space.num_classes)
+        self.records = self.read_records()
         self.video_root = video_dir(self.root, split)
         self._check_files()
         self._coarse = self.label_space.fine_to_coarse
@@ -93,6 +93,10 @@ class MA52Dataset(Dataset):
             self._known = {n: (i.frames, i.bytes) for (s, n), i in rows.items() if s == split}
             log.info("split %s: frame counts of %d/%d clips from %s", split,
                      sum(r.name in self._known for r in self.records), len(self.records), self.manifest_path)
+
+    def read_records(self) -> list:
+        """The split's list: records with at least ``name`` and ``line`` (MA-52: ``ClipRecord``)."""
+        return read_list(list_path(self.root, self.split), self.label_space.num_classes)
 
     def _check_files(self) -> None:
         if not self.video_root.is_dir():
@@ -135,10 +139,16 @@ class MA52Dataset(Dataset):
         def note_partial(packets: int, decoded: int) -> None:
             partial.append(f"decoded {decoded} of {packets} frames; sampled within those")
 
+        chosen: dict[str, np.ndarray] = {}
+
+        def choose(n: int) -> np.ndarray:
+            chosen["indices"] = segment_indices(n, self.num_segments, self.train, rng)
+            return chosen["indices"]
+
         try:
             frames = read_frames(
                 path,
-                lambda n: segment_indices(n, self.num_segments, self.train, rng),
+                choose,
                 short_side=self.short_side,
                 threads=self.decode_threads,
                 num_frames=self._known_frames(rec.name, path),
@@ -158,13 +168,21 @@ class MA52Dataset(Dataset):
         if partial:
             log.warning("%s:%d: %s: partly decodable, %s", list_path(self.root, self.split), rec.line, path,
                         partial[0])
-        clip = torch.from_numpy(frames).permute(0, 3, 1, 2)
-        if self.transform is not None:
-            clip = self.transform(clip)
-        sample = {"video": clip, "index": index, "name": rec.name, "partial": partial[0] if partial else ""}
+        sample = self.make_sample(rec, frames, chosen["indices"])
+        sample.update(index=index, name=rec.name, partial=partial[0] if partial else "")
+        return sample
+
+    def make_sample(self, rec, frames: np.ndarray, indices: np.ndarray) -> dict:
+        """The sample of list record ``rec`` from its decoded frames (uint8 [T, H, W, 3], the clip's frames
+        ``indices``): ``video`` (transformed, [T, 3, H, W]) and, when labelled, ``label`` and ``coarse``."""
+        sample = {"video": self.clip_tensor(frames)}
         if self.labelled:
             sample.update(label=rec.label, coarse=self._coarse[rec.label])
         return sample
+
+    def clip_tensor(self, frames: np.ndarray) -> torch.Tensor:
+        clip = torch.from_numpy(frames).permute(0, 3, 1, 2)
+        return self.transform(clip) if self.transform is not None else clip
 
 
 def collate_skipping(samples: list[dict]) -> dict:

@@ -226,14 +226,18 @@ def apply_accel(module: torch.nn.Module, cfg: DictConfig, layout: ProcessLayout)
     channels_last = accel.get("channels_last", "auto")
     if channels_last == "auto":
         channels_last = layout.accelerator == "gpu"
+    # a task's networks: ``networks()`` when it has several (the emotion task's branches), else ``net``
+    networks = module.networks() if hasattr(module, "networks") else [module.net]
     if channels_last:
-        to_channels_last(module.net)
+        for net in networks:
+            to_channels_last(net)
         log.info("network in channels_last memory format")
     if accel.get("compile"):
         kwargs = {"backend": accel.get("compile_backend") or "inductor"}
         if accel.get("compile_mode"):
             kwargs["mode"] = accel.compile_mode
-        module.net.compile(**kwargs)
+        for net in networks:
+            net.compile(**kwargs)
         log.info("network compiled with torch.compile(%s)", kwargs)
 
 
