@@ -55,6 +55,11 @@ def _read_any(path: Path) -> np.ndarray:
     raise ValueError(f"{path}: unsupported label-embedding format {suffix!r} (use .npy, .pt or .txt)")
 
 
+def has_packaged_embeddings(label_space: "LabelSpace") -> bool:
+    """Whether the package ships a label-embedding matrix for ``label_space`` (MA-52's only)."""
+    return label_space.name == DEFAULT_ASSET_SPACE and label_space.num_classes == 52
+
+
 def load_label_embeddings(path: str | os.PathLike | None = None, label_space: "LabelSpace | None" = None, *,
                           num_classes: int | None = None) -> "torch.Tensor":
     """Load a [classes, D] float32 label-vector matrix as a tensor, one row per class of ``label_space``
@@ -77,10 +82,11 @@ def load_label_embeddings(path: str | os.PathLike | None = None, label_space: "L
     what = f"label space {label_space.name!r}" if label_space is not None else f"{rows} classes"
 
     if path is None:
-        if label_space is not None and (label_space.name != DEFAULT_ASSET_SPACE or rows != 52):
+        if label_space is not None and not has_packaged_embeddings(label_space):
             raise ValueError(
                 f"no packaged label-embedding matrix for {what} ({rows} classes): the packaged one is MA-52's. "
-                f"Set loss.embeddings=/path/to/matrix.npy (one row per class; scripts/build_label_embeddings.py)"
+                f"Set loss.embeddings=/path/to/matrix.npy (one row per class; scripts/build_label_embeddings.py), "
+                f"or train with cross-entropy alone (loss=ce)"
             )
         ref = resources.files("microaction.assets").joinpath(DEFAULT_ASSET)
         with resources.as_file(ref) as real:

@@ -102,7 +102,7 @@ class ClipDataModule(L.LightningDataModule):
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root does not exist: {self.root}\n{self.layout_help}")
         for split in splits:
-            if not self.list_file(split).is_file():
+            if not self.list_file(split).exists():
                 raise FileNotFoundError(f"list file not found: {self.list_file(split)}\n{self.layout_help}")
         if "test" in splits and self.hparams.get("test_has_labels"):
             self.check_test_labels()
@@ -129,7 +129,7 @@ class ClipDataModule(L.LightningDataModule):
     def check_batch_limits(self, trainer: Any, splits: Sequence[str], world: int = 1, prefix: str = "trainer.") -> None:
         """Refuse a fractional ``trainer.limit_<split>_batches`` that leaves a split of this data without a
         batch (e.g. ``debug=limit`` on a small dataset); ``trainer`` is a config or a Trainer."""
-        splits = [s for s in splits if self.list_file(s).is_file()]
+        splits = [s for s in splits if self.list_file(s).exists()]
         keys = ("fast_dev_run", "overfit_batches", "limit_train_batches", "limit_val_batches", "limit_test_batches")
         limits = {k: trainer.get(k) if hasattr(trainer, "get") else getattr(trainer, k, None) for k in keys}
         problems = batch_limit_problems(
@@ -148,7 +148,7 @@ class ClipDataModule(L.LightningDataModule):
         and where that order came from. Without a training list: the class ids in order, said so."""
         path = self.list_file("train") if self.root is not None else None
         num_classes = self.label_space.num_classes
-        if "train" not in self.datasets and (path is None or not path.is_file()):
+        if "train" not in self.datasets and (path is None or not path.exists()):
             return list(range(num_classes)), f"class ids in order (no training list at {path})"
         labels = self.train_labels()
         counts = Counter(labels)
@@ -301,13 +301,16 @@ class MA52DataModule(ClipDataModule):
                 "(the test stage then writes submission_test.csv for the benchmark server and scores nothing)."
             )
 
+    # the dataset class make_dataset builds (a subclass reading another layout sets its own)
+    dataset_class = MA52Dataset
+
     def make_dataset(self, split: str) -> MA52Dataset:
         hp = self.hparams
         train = split == "train"
         transform = (
             MultiScaleCrop(hp.input_size, scales=hp.scales, flip_p=hp.flip_p) if train else CenterCrop(hp.input_size)
         )
-        return MA52Dataset(
+        return self.dataset_class(
             self.root,
             split,
             num_segments=hp.num_segments,

@@ -82,7 +82,7 @@ class MA52Dataset(Dataset):
         self.on_decode_error = on_decode_error
         self.decode_threads = decode_threads
         self.records = self.read_records()
-        self.video_root = video_dir(self.root, split)
+        self.video_root = self.videos_folder()
         self._check_files()
         self._coarse = self.label_space.fine_to_coarse
         # name -> (frame count, file size) from prepare_ma52's manifest ("auto": <root>/manifest.csv).
@@ -98,11 +98,17 @@ class MA52Dataset(Dataset):
         """The split's list: records with at least ``name`` and ``line`` (MA-52: ``ClipRecord``)."""
         return read_list(list_path(self.root, self.split), self.label_space.num_classes)
 
+    def videos_folder(self) -> Path:
+        """The folder the records' video names are relative to (MA-52: ``videos_<split>/``)."""
+        return video_dir(self.root, self.split)
+
     def _check_files(self) -> None:
         if not self.video_root.is_dir():
             raise FileNotFoundError(f"video folder not found: {self.video_root}\n{LAYOUT_HELP}")
         present = {p.name for p in self.video_root.iterdir()}
-        missing = [r for r in self.records if r.name not in present]
+        # one listing for the folder's own files; a name in a subfolder is looked up
+        missing = [r for r in self.records
+                   if (r.name not in present if "/" not in r.name else not (self.video_root / r.name).is_file())]
         if missing:
             shown = "\n".join(
                 f"  {list_path(self.root, self.split)}:{r.line}: {self.video_root / r.name}" for r in missing[:10]

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from .. import reports
-from ..embeddings import load_label_embeddings
+from ..embeddings import has_packaged_embeddings, load_label_embeddings
 from ..labels import LabelSpace
 from ..metrics import METRIC_KEYS, MA52Metrics
 from ..models import create_model
@@ -86,11 +86,19 @@ class MicroActionRecognition(ClipTask):
                                    "label_space": space.to_dict()})
         self.label_space = space
         loss = dict(loss or {})
-        embeddings = load_label_embeddings(loss.pop("embeddings", None), space)
+        path = loss.pop("embeddings", None)
         model = dict(model)
-        if model.get("embed_dim") is None:
+        if path is None and float(loss.get("alpha", 5.0)) == 0 and not has_packaged_embeddings(space):
+            # cross-entropy alone (loss=ce) on classes without a packaged matrix: no embedding branch at all
+            embeddings = None
+            if model.get("embed_dim") is not None:
+                raise ValueError(f"model.embed_dim={model['embed_dim']}: loss.alpha=0 without loss.embeddings on "
+                                 f"label space {space.name!r} builds no embedding branch; leave model.embed_dim null")
+        else:
+            embeddings = load_label_embeddings(path, space)
+        if embeddings is not None and model.get("embed_dim") is None:
             model["embed_dim"] = embeddings.shape[1]
-        elif model["embed_dim"] != embeddings.shape[1]:
+        elif embeddings is not None and model["embed_dim"] != embeddings.shape[1]:
             raise ValueError(
                 f"model.embed_dim={model['embed_dim']} but the label embedding matrix has {embeddings.shape[1]} columns"
             )
