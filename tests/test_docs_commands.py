@@ -101,6 +101,13 @@ COVERED = {
         "(the sweep of ten full-size backbones is minutes of CPU)",
     "python scripts/build_label_embeddings.py --source minilm":
         "test_embeddings.py::test_shipped_matrix_is_reproducible rebuilds the matrix the same way",
+    "python scripts/quickstart_as_folders.py data/folders":
+        "test_extending.py::test_each_command_of_the_doc_runs, after writing the page's files into a copy",
+    "python train.py experiment=quickstart data=folders data.root=data/folders data.input_size=32 "
+    "data.short_side=32 loss=ce":
+        "test_extending.py::test_each_command_of_the_doc_runs, after writing the page's files into a copy",
+    "python train.py experiment=quickstart task=body_part optimized_metric=val/body_F1_macro":
+        "test_extending.py::test_each_command_of_the_doc_runs, after writing the page's files into a copy",
 }
 
 NOT_HERE = {
