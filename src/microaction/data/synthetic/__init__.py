@@ -5,7 +5,9 @@ already there, see ``staging``) and takes its options as keyword arguments
 (``data.generate_kwargs``):
 
 * ``quickstart``: coloured blobs drifting in 13 directions (``quickstart.py``);
-* ``procedural``: a seated figure performing the 52 micro-actions (``procedural/``).
+* ``procedural``: a seated figure performing the 52 micro-actions (``procedural/``);
+* ``procedural_pro``: the same figure in long clips with several micro-actions and one of five
+  emotions on its face, in the MA-52-Pro layout, with face tracks (``procedural_pro.py``).
 
 Generators are imported lazily: they can be heavy.
 """
@@ -18,6 +20,7 @@ from typing import Callable
 GENERATORS: dict[str, str] = {
     "quickstart": "microaction.data.synthetic.quickstart:write_quickstart",
     "procedural": "microaction.data.synthetic.procedural:write_procedural",
+    "procedural_pro": "microaction.data.synthetic.procedural_pro:write_procedural_pro",
 }
 
 

@@ -4,6 +4,9 @@ Figure units: the canvas is 1 unit wide and 1.2 high (portrait, the MA-52 demo
 clips' 5:6), y grows downwards, the figure is centred on x = 0.5.
 A pose is a flat dict of small offsets (all 0 = sitting still, hands on the
 thighs); the motions of ``motions.py`` write into it frame by frame.
+An ``Expression`` (optional) draws a face with eyebrows, a curved or open mouth
+and wider or narrower eyes; without one the face is the plain one of the MA-52
+stand-in, pixel for pixel.
 """
 
 from __future__ import annotations
@@ -114,6 +117,35 @@ class Subject:
             return base * (1.0 + c * p)[..., None]
 
         return tex
+
+
+@dataclass(frozen=True)
+class Expression:
+    """What the face shows. All fields at their defaults is a neutral, expressive-style face.
+
+    ``mouth_curve``: mouth corners up (+1, a smile) or down (-1, a frown); ``mouth_open``: an open,
+    round mouth, 0..1; ``brow_raise``: eyebrows up (+) or down (-), -1..1; ``brow_slant``: the inner
+    ends of the eyebrows up (+, worried) or down (-, frowning), -1..1; ``eye_open``: eye height as a
+    multiple of the neutral eye's (> 0).
+    """
+
+    mouth_curve: float = 0.0
+    mouth_open: float = 0.0
+    brow_raise: float = 0.0
+    brow_slant: float = 0.0
+    eye_open: float = 1.0
+
+
+# an expressive mouth: half its width, how far a full curve lifts (or drops) its corners (head radii)
+MOUTH_HALF_WIDTH = 0.36
+MOUTH_CURVE_LIFT = 0.22
+
+
+def mouth_corners(sk: dict, expression: Expression) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Left and right (image left, image right at zero roll) corners of an expressive mouth, figure units."""
+    fu, fv = sk["face"]
+    lift = MOUTH_CURVE_LIFT * expression.mouth_curve
+    return tuple(sk["on_head"](fu * 0.9 + s * MOUTH_HALF_WIDTH, fv + 0.55 - lift) for s in (-1, 1))
 
 
 def rest_hand(subj: Subject, side: int):
@@ -246,8 +278,8 @@ def draw_scene(canvas: Canvas, subj: Subject) -> None:
         canvas.capsule((0.5 + s * 0.2, seat + 0.07), (0.5 + s * 0.21, 1.15), 0.012, _darker(subj.chair, 0.6))
 
 
-def draw(canvas: Canvas, subj: Subject, sk: dict) -> None:
-    """The figure, over a canvas that already holds the scene."""
+def draw(canvas: Canvas, subj: Subject, sk: dict, expression: Expression | None = None) -> None:
+    """The figure, over a canvas that already holds the scene; ``expression`` None: the plain face."""
     hip, neck = sk["hip"], sk["neck"]
     arms = sk["arms"]
     for s in (-1, 1):
@@ -282,7 +314,7 @@ def draw(canvas: Canvas, subj: Subject, sk: dict) -> None:
     head = sk["head"]
     r = subj.head_r
     canvas.capsule((neck[0], neck[1] + 0.01), (head[0], head[1] + 0.6 * r), 0.032, _darker(subj.skin, 0.92))
-    _draw_head(canvas, subj, sk)
+    _draw_head(canvas, subj, sk, expression)
 
     for s in sorted((-1, 1), key=lambda s: arms[s]["hand"][1]):
         if not arms[s]["behind"]:
@@ -293,7 +325,7 @@ def draw(canvas: Canvas, subj: Subject, sk: dict) -> None:
         canvas.box(cx, cy, 0.035, 0.012, np.array([220, 40, 40], np.float32), angle=sk["object_angle"], rounding=0.004)
 
 
-def _draw_head(canvas: Canvas, subj: Subject, sk: dict) -> None:
+def _draw_head(canvas: Canvas, subj: Subject, sk: dict, expression: Expression | None = None) -> None:
     head, roll, yaw = sk["head"], sk["roll"], sk["yaw"]
     lm = sk["lm"]
     r = subj.head_r
@@ -303,6 +335,11 @@ def _draw_head(canvas: Canvas, subj: Subject, sk: dict) -> None:
         canvas.ellipse(ex, ey, 0.2 * r, 0.3 * r, _darker(subj.skin, 0.9), angle=roll)
     canvas.ellipse(head[0], head[1], rx, r * 1.15, subj.skin, angle=roll)
     fu, fv = sk["face"]
+    if expression is not None:
+        # a higher hairline leaves room for the eyebrows
+        canvas.top_of_ellipse(head[0], head[1], rx * 1.05, r * 1.2, r * (0.6 + 0.3 * fv), subj.hair, angle=roll)
+        _draw_expression(canvas, subj, sk, expression)
+        return
     cut = r * (0.35 + 0.3 * fv)
     canvas.top_of_ellipse(head[0], head[1], rx * 1.05, r * 1.2, cut, subj.hair, angle=roll)
     for s in (-1, 1):
@@ -312,6 +349,42 @@ def _draw_head(canvas: Canvas, subj: Subject, sk: dict) -> None:
     canvas.ellipse(nx, ny, 0.1 * r, 0.16 * r, _darker(subj.skin, 0.8), angle=roll)
     mx, my = lm["mouth"]
     canvas.ellipse(mx, my, 0.28 * r, 0.08 * r, np.array([150, 60, 60], np.float32), angle=roll)
+    _draw_glasses(canvas, subj, sk)
+
+
+def _draw_expression(canvas: Canvas, subj: Subject, sk: dict, e: Expression) -> None:
+    """Eyes, eyebrows, nose and mouth of a face showing ``e`` (head and hair already drawn)."""
+    lm, roll, r = sk["lm"], sk["roll"], subj.head_r
+    on_head = sk["on_head"]
+    fu, fv = sk["face"]
+    eye_open = max(e.eye_open, 0.05)
+    for s in (-1, 1):
+        ex, ey = lm[f"eye_{s}"]
+        canvas.ellipse(ex, ey, 0.17 * r, 0.075 * r * eye_open, np.array([235, 235, 230], np.float32), angle=roll)
+        canvas.ellipse(ex, ey, 0.1 * r, 0.075 * r * min(eye_open, 1.25), np.array([25, 25, 30], np.float32),
+                       angle=roll)
+        # eyebrow: the inner end (towards the nose) rises with the slant, both ends with the raise;
+        # a turned head foreshortens the far one rather than letting it leave the head's outline
+        y = fv - 0.1 - 0.27 - 0.13 * e.brow_raise
+        inner = on_head(min(max(fu + s * 0.16, -0.8), 0.8), y - 0.13 * e.brow_slant)
+        outer = on_head(min(max(fu + s * 0.58, -0.8), 0.8), y + 0.04 * e.brow_slant)
+        canvas.capsule(inner, outer, 0.065 * r, _darker(subj.hair, 0.55))
+    nx, ny = lm["nose"]
+    canvas.ellipse(nx, ny, 0.1 * r, 0.16 * r, _darker(subj.skin, 0.8), angle=roll)
+    left, right = mouth_corners(sk, e)
+    centre = on_head(fu * 0.9, fv + 0.55)
+    lips = np.array([140, 50, 55], np.float32)
+    canvas.capsule(left, centre, 0.07 * r, lips)
+    canvas.capsule(centre, right, 0.07 * r, lips)
+    if e.mouth_open > 0.05:
+        mx, my = on_head(fu * 0.9, fv + 0.6)
+        canvas.ellipse(mx, my, 0.2 * r * e.mouth_open, 0.27 * r * e.mouth_open, np.array([60, 20, 25], np.float32),
+                       angle=roll)
+    _draw_glasses(canvas, subj, sk)
+
+
+def _draw_glasses(canvas: Canvas, subj: Subject, sk: dict) -> None:
+    lm, r = sk["lm"], subj.head_r
     if subj.glasses or sk["glasses"]:
         dy = sk["glasses_dy"]
         dark = np.array([20, 20, 20], np.float32)
