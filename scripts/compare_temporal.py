@@ -27,13 +27,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from microaction.labels import LabelSpace
+from microaction.utils.comparison import prepare_data, train_run, with_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("tsn", "tsm", "manet")
@@ -103,19 +101,6 @@ def head_tail_f1(predictions_csv: Path, train_counts, third: int | None = None) 
     return {"F1_head": macro(order[:third]), "F1_tail": macro(order[-third:])}
 
 
-def prepare_data(overrides: list[str]) -> Path:
-    """Generate the dataset once, before any timing, from the same composed config as the runs."""
-    from hydra import compose, initialize_config_dir
-
-    from microaction.data.synthetic import get_generator
-
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=procedural_manet", *overrides])
-    root = Path(cfg.data.root)
-    get_generator(cfg.data.generate)(root, **dict(cfg.data.generate_kwargs))
-    return root
-
-
 def markdown_table(results: dict[str, dict]) -> str:
     head = "| model | " + " | ".join(COLUMNS) + " | train+eval s |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
@@ -136,15 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.epochs is not None and args.epochs < 1:
         p.error(f"--epochs {args.epochs}: expected at least 1")
 
-    overrides = list(args.overrides)
-    # every run and the generation must see the same data folder, whatever the working directory
-    if not any(o.startswith("paths.data_dir=") for o in overrides):
-        data_dir = Path(os.environ.get("MICROACTION_DATA", REPO / "data")).resolve()
-        overrides.append(f"paths.data_dir={data_dir}")
-    out = args.out or REPO / "logs" / "compare_temporal" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    out = out.resolve()
+    overrides = with_data_dir(REPO, args.overrides)
+    out = (args.out or REPO / "logs" / "compare_temporal" / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     start = time.time()
-    root = prepare_data(overrides)
+    root = prepare_data(REPO, "procedural_manet", overrides)
     print(f"data: {root} ({time.time() - start:.0f} s)", flush=True)
     with (root / "procedural.json").open() as f:
         meta = json.load(f)
@@ -153,24 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, dict] = {}
     for model in args.models:
         run_dir = out / model
-        cmd = [sys.executable, str(REPO / "train.py"), f"experiment=procedural_{model}", f"seed={args.seed}",
-               f"hydra.run.dir={run_dir}", "callbacks.rich_progress_bar=null", "extras.print_config=false",
-               *overrides]
-        if args.epochs is not None:
-            cmd.append(f"trainer.max_epochs={args.epochs}")
-        print("$ " + " ".join(cmd), flush=True)
-        t0 = time.time()
-        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        seconds = time.time() - t0
-        (out / f"{model}.log").parent.mkdir(parents=True, exist_ok=True)
-        (out / f"{model}.log").write_text(proc.stdout)
-        if proc.returncode != 0:
-            print(proc.stdout[-4000:])
-            raise SystemExit(f"{model}: train.py failed (exit {proc.returncode}), log in {out / f'{model}.log'}")
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics, seconds = train_run(REPO, model, f"procedural_{model}", run_dir, overrides, args.seed, args.epochs)
         test = metrics["test"]
-        if not isinstance(test, dict):
-            raise SystemExit(f"{model}: no test metrics ({test!r}); the procedural data has test labels")
         results[model] = {**{k: float(test[k]) for k in COLUMNS[:5]},
                           **head_tail_f1(run_dir / "predictions_test.csv", LabelSpace.ma52().train_counts),
                           **pair_scores(run_dir / "predictions_test.csv", pairs),

@@ -23,6 +23,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 
+# MA-52-Pro's emotions, in the order of their ids
+EMOTIONS = ("joy", "sadness", "surprise", "fear", "anger")
+
+
 class LabelSpaceError(ValueError):
     """A label space (or its stored form) that is not self-consistent."""
 
@@ -166,6 +170,17 @@ class LabelSpace:
             fine_to_coarse=table.fine_to_coarse,
             train_counts=table.train_counts,
         )
+
+    @classmethod
+    def ma52pro(cls, names: Sequence[str] | None = None, emotions: Sequence[str] | None = None) -> "LabelSpace":
+        """MA-52-Pro: MA-52's 52 micro-actions (several per video) in 7 body parts, and one of five emotions
+        per video (the extra label set ``emotion``); ``names``/``emotions`` replace the packaged names."""
+        ma52 = cls.ma52(names)
+        emotions = tuple(emotions) if emotions is not None else EMOTIONS
+        if len(emotions) != len(EMOTIONS):
+            raise LabelSpaceError(f"MA-52-Pro has {len(EMOTIONS)} emotions, got {len(emotions)} names")
+        return cls(name="ma52pro", classes=ma52.classes, coarse_classes=ma52.coarse_classes,
+                   fine_to_coarse=ma52.fine_to_coarse, multi_label=True, extra=(LabelSet("emotion", emotions),))
 
 
 def _problems(space: LabelSpace) -> list[str]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Callable, Generic, TypeVar, overload
 
 from .data.datamodule import MA52DataModule
-from .tasks import MicroActionRecognition
+from .data.ma52pro import MA52ProDataModule
+from .tasks import EmotionRecognition, MicroActionRecognition
 
 T = TypeVar("T", bound=type)
 
@@ -69,7 +70,9 @@ TASKS: Registry[type] = Registry("task")
 DATAMODULES: Registry[type] = Registry("datamodule")
 
 TASKS.register("recognition", MicroActionRecognition)
+TASKS.register("emotion", EmotionRecognition)
 DATAMODULES.register("ma52", MA52DataModule)
+DATAMODULES.register("ma52pro", MA52ProDataModule)
 
 # the task of checkpoints that name none (written before they recorded `built_from`)
 LEGACY_TASK = "recognition"

@@ -41,6 +41,16 @@ class ClipRecord:
     line: int
 
 
+@dataclass(frozen=True)
+class ProRecord:
+    """An MA-52-Pro list line: the video, its emotion and the distinct micro-actions performed in it."""
+
+    name: str
+    emotion: int
+    actions: tuple[int, ...]
+    line: int
+
+
 LIST_SUFFIX = "_list_videos.txt"
 
 
@@ -80,7 +90,7 @@ def _videos_folder_hint(path: Path) -> str:
     return f"videos_{split}/" if split in SPLITS else "the split's videos folder"
 
 
-def _lines(path: Path):
+def _lines(path: Path, expected: str = "<video file> <fine id>"):
     """Numbered lines of the file at ``path`` (LF, CR LF or CR ends a line); a line that is not
     UTF-8 is an error naming the file and line."""
     for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
@@ -88,7 +98,7 @@ def _lines(path: Path):
             yield lineno, raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise AnnotationError(f"{path}:{lineno}: not UTF-8 text ({err.reason} at byte {err.start}); "
-                                  f"expected '<video file> <fine id>'") from None
+                                  f"expected '{expected}'") from None
 
 
 def _class_count(num_classes: int | None) -> int:
@@ -99,43 +109,72 @@ def _class_count(num_classes: int | None) -> int:
 def read_list(path: str | Path, num_classes: int | None = None) -> list[ClipRecord]:
     """The records of a list file; labels must lie in 0..num_classes-1 (None: MA-52's classes)."""
     num_classes = _class_count(num_classes)
+
+    def parse(fields: list[str], where: str) -> tuple[int]:
+        return (_class_id(fields[0], num_classes, where, "label"),)
+
+    return [ClipRecord(name, label, line) for name, (label,), line in
+            _read_records(path, 1, "<video file> <fine id>", parse)]
+
+
+def read_pro_list(path: str | Path, num_emotions: int, num_classes: int | None = None) -> list[ProRecord]:
+    """The records of an MA-52-Pro list file, ``<video> <emotion id> <fine id>[,<fine id>...]`` per line:
+    the emotion in 0..num_emotions-1, one or more distinct fine ids in 0..num_classes-1 (None: MA-52's)."""
+    num_classes = _class_count(num_classes)
+
+    def parse(fields: list[str], where: str) -> tuple[int, tuple[int, ...]]:
+        emotion = _class_id(fields[0], num_emotions, where, "emotion id")
+        texts = fields[1].split(",")
+        if "" in texts:
+            raise AnnotationError(f"{where}: action list {fields[1]!r} has an empty entry; expected fine ids "
+                                  "separated by commas, e.g. 7,13,40")
+        actions = tuple(_class_id(t, num_classes, where, "fine id") for t in texts)
+        repeated = sorted({a for a in actions if actions.count(a) > 1})
+        if repeated:
+            raise AnnotationError(f"{where}: fine id(s) {repeated} listed twice in {fields[1]!r}")
+        return emotion, actions
+
+    return [ProRecord(name, emotion, actions, line) for name, (emotion, actions), line in
+            _read_records(path, 2, "<video file> <emotion id> <fine id>[,<fine id>...]", parse)]
+
+
+def _class_id(text: str, count: int, where: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise AnnotationError(f"{where}: {what} {text!r} is not an integer") from None
+    if not 0 <= value < count:
+        raise AnnotationError(f"{where}: {what} {value} outside 0..{count - 1}")
+    return value
+
+
+def _read_records(path: str | Path, num_fields: int, expected: str, parse) -> list[tuple[str, tuple, int]]:
+    """(video name, ``parse(fields after the name, "file:line")``, line) of each non-blank line; the name
+    checked by ``name_problem``, listed once; the file must have an entry."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"list file not found: {path}\n{LAYOUT_HELP}")
-    records: list[ClipRecord] = []
+    records: list[tuple[str, tuple, int]] = []
     seen: dict[str, int] = {}
-    for lineno, raw in _lines(path):
+    for lineno, raw in _lines(path, expected):
         line = raw.strip()
         if not line:
             continue
         fields = line.split()
-        if len(fields) != 2:
-            raise AnnotationError(
-                f"{path}:{lineno}: expected '<video file> <fine id>', got {line!r}"
-            )
-        name, label_text = fields
+        if len(fields) != num_fields + 1:
+            raise AnnotationError(f"{path}:{lineno}: expected '{expected}', got {line!r}")
+        name = fields[0]
         problem = name_problem(name)
         if problem is not None:
             raise UnsafeNameError(
                 f"{path}:{lineno}: video name {name!r} {problem}; expected a relative path inside "
                 f"{_videos_folder_hint(path)} such as 0003_01_0001.mp4"
             )
-        try:
-            label = int(label_text)
-        except ValueError:
-            raise AnnotationError(
-                f"{path}:{lineno}: label {label_text!r} is not an integer"
-            ) from None
-        if not 0 <= label < num_classes:
-            raise AnnotationError(
-                f"{path}:{lineno}: label {label} outside 0..{num_classes - 1}"
-            )
+        values = parse(fields[1:], f"{path}:{lineno}")
         if name in seen:
-            raise AnnotationError(
-                f"{path}:{lineno}: {name} already listed on line {seen[name]}"
-            )
+            raise AnnotationError(f"{path}:{lineno}: {name} already listed on line {seen[name]}")
         seen[name] = lineno
-        records.append(ClipRecord(name, label, lineno))
+        records.append((name, values, lineno))
     if not records:
         raise AnnotationError(f"{path}: list file has no entries")
     return records

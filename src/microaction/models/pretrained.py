@@ -154,6 +154,10 @@ def load_pretrained(
     for key in ("state_dict", "model", "module"):  # common checkpoint wrappers
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
+    if isinstance(state, dict) and state and all(isinstance(k, str) and k.startswith(("net.", "criterion."))
+                                                 for k in state):
+        # a checkpoint of this package's single-label task (train.py): its network's weights
+        state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
     if not isinstance(state, dict):
         raise ValueError(f"{source}: not a {name} state dict (a {type(state).__name__}, expected names -> tensors)")
     state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
