@@ -12,7 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from microaction.data import faces
+
+from microaction.utils import atomic
 from microaction.data.faces import (
     HEADER,
     HEADER_WITH_LANDMARKS,
@@ -176,7 +177,7 @@ def test_write_track_checks_rows_before_touching_the_file(tmp_path, monkeypatch)
     def failing_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(faces.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
     with pytest.raises(OSError):
         write_track(path, [(1, 0.1, 0.2, 0.3, 0.4, 0.9)])
     assert path.read_text() == before

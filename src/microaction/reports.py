@@ -6,7 +6,6 @@ import contextlib
 import csv
 import json
 import math
-import os
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from .labels import LabelSpace
 from .metrics import METRIC_KEYS
+from .utils.atomic import atomic_open
 
 def _as_float(value) -> float:
     return float(value.item() if hasattr(value, "item") else value)
@@ -202,18 +202,8 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: Path, title: str
 def _atomic_csv(path: Path) -> Iterator:
     """A csv.writer on a temporary file beside ``path``, renamed to ``path`` when the block completes;
     a reader never sees half a file, and a failed write leaves no temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with tmp.open("w", newline="") as f:
-            yield csv.writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+    with atomic_open(path, newline="") as f:
+        yield csv.writer(f)
 
 
 # An action is in a clip's predicted set when its probability reaches this.

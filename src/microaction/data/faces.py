@@ -19,7 +19,6 @@ frame, resized.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .annotations import name_problem
+from ..utils.atomic import write_text_atomic
 
 BOX_COLUMNS = ("frame", "x0", "y0", "x1", "y1", "score")
 LANDMARK_COLUMNS = ("le_x", "le_y", "re_x", "re_y", "nose_x", "nose_y", "ml_x", "ml_y", "mr_x", "mr_y")
@@ -267,20 +267,7 @@ def write_track(path: str | Path, rows: Iterable[Sequence[float]], landmarks: bo
     ``read_track`` checks them before anything is written, so a file this writes always reads
     back; an existing file is replaced only by a complete one. Missing folders are made.
     """
-    path = Path(path)
-    text = format_rows(rows, landmarks)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_text_atomic(path, format_rows(rows, landmarks), newline="\n")
 
 
 # --- crops ---------------------------------------------------------------------------------------

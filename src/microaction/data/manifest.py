@@ -14,6 +14,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 from .video import probe
+from ..utils.atomic import atomic_open
 
 MANIFEST_NAME = "manifest.csv"
 
@@ -49,18 +50,11 @@ def probe_clip(path: str | Path, split: str = "", name: str | None = None) -> Cl
 def write_manifest(path: str | Path, infos) -> Path:
     """Write atomically (temporary name, then rename): a reader never sees half a manifest."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with tmp.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(FIELDS)
-            for info in sorted(infos, key=lambda i: (i.split, i.name)):
-                w.writerow(astuple(info))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, newline="") as f:
+        w = csv.writer(f)
+        w.writerow(FIELDS)
+        for info in sorted(infos, key=lambda i: (i.split, i.name)):
+            w.writerow(astuple(info))
     return path
 
 

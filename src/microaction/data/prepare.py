@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..labels import LabelSpace
+from ..utils.atomic import write_text_atomic
 from .annotations import (SPLITS, AnnotationError, ClipRecord, UnsafeNameError, list_path, read_label_names,
                           read_list, video_dir)
 from .layout import write_lists
@@ -194,16 +195,7 @@ def _writing(path: Path):
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write ``path`` under the tool's temporary name, sync and rename; never leave the temporary file."""
-    tmp = path.with_name(f".{path.name}{PART_TAG}{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+    write_text_atomic(path, text, tag=PART_TAG)
 
 
 def _resolve(path: Path) -> Path | None:

@@ -48,14 +48,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from ...labels import LabelSpace
+from ...utils.atomic import write_text_atomic
 from ..annotations import SPLITS, list_path, name_problem, video_dir
 from ..layout import write_label_names
 from ..video import write_clip
@@ -63,7 +62,7 @@ from .procedural.figure import ASPECT, Expression, draw, draw_scene, mouth_corne
 from .procedural.motions import PROGRAMS, REVERSED_OF, ClipParams, step
 from .procedural.shapes import Canvas, shift_image
 from .procedural.writer import subject_of
-from .staging import StagingDir, is_complete
+from .staging import StagingDir, check_same_arguments, is_complete, run_jobs
 
 EMOTIONS: tuple[str, ...] = ("joy", "sadness", "surprise", "fear", "anger")
 META_FILE = "procedural_pro.json"
@@ -390,9 +389,7 @@ def face_track_text(track: np.ndarray) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def write_pro_lists(root: Path, split: str, specs: list[ProClipSpec]) -> None:
@@ -462,7 +459,7 @@ def write_procedural_pro(
                  "num_subjects": num_subjects, "amplitude": amplitude, "noise": noise, "jitter": jitter,
                  "crf": crf, "audio": audio}
     if is_complete(root):
-        _check_same(root, arguments)
+        check_same_arguments(root, arguments, META_FILE, "a MA-52-Pro stand-in")
         return root
     if len(size) != 2 or size[0] % 2 or size[1] % 2 or size[0] < size[1] or size[1] < 16:
         raise ValueError(f"size={list(size)}: expected [height, width], even, portrait (height >= width >= 16)")
@@ -479,7 +476,7 @@ def write_procedural_pro(
         for split in SPLITS:
             (tmp / f"faces_{split}").mkdir()
         jobs = [(str(tmp), s, seed, size, amplitude, noise, jitter, audio, crf) for s in specs]
-        _run(_write_one, jobs, workers, progress, f"MA-52-Pro stand-in -> {root}")
+        run_jobs(_write_one, jobs, workers, progress, f"MA-52-Pro stand-in -> {root}", chunksize=2)
         for split in SPLITS:
             write_pro_lists(tmp, split, [s for s in specs if s.split == split])
         write_emotion_names(tmp)
@@ -496,32 +493,3 @@ def write_procedural_pro(
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     return root
-
-
-def _check_same(root: Path, arguments: dict) -> None:
-    """A finished dataset is reused only if it was made with the same arguments."""
-    meta = root / META_FILE
-    if not meta.is_file():
-        raise FileExistsError(f"{root} holds a finished dataset that is not a MA-52-Pro stand-in (no {META_FILE})")
-    stored = json.loads(meta.read_text()).get("arguments", {})
-    diff = {k: (stored.get(k), v) for k, v in arguments.items() if stored.get(k) != v}
-    if diff:
-        detail = ", ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in diff.items())
-        raise ValueError(f"{root} was generated with other arguments ({detail}); "
-                         f"delete it or point data.root elsewhere")
-
-
-def _run(work: Callable, jobs: list, workers: int, progress: bool, title: str) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task(title, total=len(jobs))
-        if workers == 1:
-            for job in jobs:
-                bar.advance(task, work(job))
-            return
-        # "spawn" avoids forking a process that may already hold torch or loader threads
-        with get_context("spawn").Pool(workers) as pool:
-            for done in pool.imap_unordered(work, jobs, chunksize=2):
-                bar.advance(task, done)

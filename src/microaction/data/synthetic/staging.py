@@ -7,9 +7,12 @@ the marker and reuses the dataset instead of writing it again.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Callable
 
 from ..annotations import SPLITS, video_dir
 
@@ -47,3 +50,34 @@ class StagingDir:
         if self.root.exists():
             self.root.rmdir()
         os.replace(self.tmp, self.root)
+
+
+def check_same_arguments(root: Path, arguments: dict, meta_file: str, kind: str) -> None:
+    """A finished dataset at ``root`` is reused only if ``root/meta_file`` records the same ``arguments``;
+    ``kind`` names the generator in the refusal of a dataset it did not write."""
+    meta = root / meta_file
+    if not meta.is_file():
+        raise FileExistsError(f"{root} holds a finished dataset that is not {kind} (no {meta_file})")
+    stored = json.loads(meta.read_text()).get("arguments", {})
+    diff = {k: (stored.get(k), v) for k, v in arguments.items() if stored.get(k) != v}
+    if diff:
+        detail = ", ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in diff.items())
+        raise ValueError(f"{root} was generated with other arguments ({detail}); "
+                         f"delete it or point data.root elsewhere")
+
+
+def run_jobs(work: Callable, jobs: list, workers: int, progress: bool, title: str, chunksize: int = 4) -> None:
+    """``work(job)`` for every job (it returns the units done, for the progress bar), in ``workers``
+    processes (spawned: the caller may already hold torch or loader threads)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task(title, total=len(jobs))
+        if workers == 1:
+            for job in jobs:
+                bar.advance(task, work(job))
+            return
+        with get_context("spawn").Pool(workers) as pool:
+            for done in pool.imap_unordered(work, jobs, chunksize=chunksize):
+                bar.advance(task, done)

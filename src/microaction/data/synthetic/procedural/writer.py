@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from ....labels import LabelSpace
 from ...annotations import video_dir
 from ...layout import write_label_names, write_lists
 from ...video import write_clip
-from ..staging import StagingDir, is_complete
+from ..staging import StagingDir, check_same_arguments, is_complete, run_jobs
 from .figure import Subject
 from .motions import FPS, ORDER_PAIRS, ClipParams, render_clip
 
@@ -140,7 +139,7 @@ def write_procedural(
                  "size": list(size), "amplitude": amplitude, "noise": noise, "jitter": jitter,
                  "min_train": min_train, "crf": crf}
     if is_complete(root):
-        _check_same(root, arguments)
+        check_same_arguments(root, arguments, META_FILE, "a procedural one")
         return root
     if len(size) != 2 or size[0] % 2 or size[1] % 2 or size[0] < size[1] or size[1] < 16:
         raise ValueError(f"size={list(size)}: expected [height, width], even, portrait (height >= width >= 16)")
@@ -155,7 +154,7 @@ def write_procedural(
     workers = max(1, int(workers))
     with StagingDir(root) as tmp:
         jobs = [(str(tmp), s, seed, size, amplitude, noise, jitter, audio, crf) for s in specs]
-        _run(jobs, workers, progress, f"procedural dataset -> {root}")
+        run_jobs(_write_one, jobs, workers, progress, f"procedural dataset -> {root}")
         for split in SPLITS:
             write_lists(tmp, split, [(s.name, s.label) for s in specs if s.split == split])
         write_label_names(tmp)
@@ -170,32 +169,3 @@ def write_procedural(
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     return root
-
-
-def _check_same(root: Path, arguments: dict) -> None:
-    """A finished dataset is reused only if it was made with the same arguments."""
-    meta = root / META_FILE
-    if not meta.is_file():
-        raise FileExistsError(f"{root} holds a finished dataset that is not a procedural one (no {META_FILE})")
-    stored = json.loads(meta.read_text()).get("arguments", {})
-    diff = {k: (stored.get(k), v) for k, v in arguments.items() if stored.get(k) != v}
-    if diff:
-        detail = ", ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in diff.items())
-        raise ValueError(f"{root} was generated with other arguments ({detail}); "
-                         f"delete it or point data.root elsewhere")
-
-
-def _run(jobs: list, workers: int, progress: bool, title: str) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task(title, total=len(jobs))
-        if workers == 1:
-            for job in jobs:
-                bar.advance(task, _write_one(job))
-            return
-        # "spawn" avoids forking a process that may already hold torch or loader threads
-        with get_context("spawn").Pool(workers) as pool:
-            for done in pool.imap_unordered(_write_one, jobs, chunksize=4):
-                bar.advance(task, done)
