@@ -108,6 +108,33 @@ COVERED = {
         "test_extending.py::test_each_command_of_the_doc_runs, after writing the page's files into a copy",
     "python train.py experiment=quickstart task=body_part optimized_metric=val/body_F1_macro":
         "test_extending.py::test_each_command_of_the_doc_runs, after writing the page's files into a copy",
+    # MA-52-Pro (its root is not MA-52's: RELEASE's replacement would not fit it)
+    "python train.py experiment=ma52pro_full data.root=/path/to/MA-52-Pro":
+        "test_ma52pro.py::test_the_paper_recipe_sweeps_beta_as_typed trains experiment=ma52pro_full on a stand-in "
+        "root; ::test_each_paper_recipe_composes_and_builds_its_model checks the recipe",
+    "python train.py experiment=ma52pro_face data.root=/path/to/MA-52-Pro":
+        "test_ma52pro.py::test_each_paper_recipe_composes_and_builds_its_model; the face branch alone trains in "
+        "::test_compare_emotion_trains_the_three_rows_and_their_figures_match_sklearn",
+    "python train.py experiment=ma52pro_action data.root=/path/to/MA-52-Pro":
+        "test_ma52pro.py::test_each_paper_recipe_composes_and_builds_its_model; the action branch alone trains in "
+        "::test_compare_emotion_trains_the_three_rows_and_their_figures_match_sklearn",
+    "python train.py experiment=ma52pro_wo_lower data.root=/path/to/MA-52-Pro":
+        "test_ma52pro.py::test_each_paper_recipe_composes_and_builds_its_model and "
+        "::test_each_branch_alone_and_the_ablation_without_lower_limb_labels",
+    "python train.py -m experiment=ma52pro_full loss.beta=0.01,0.03,0.1,1":
+        "test_ma52pro.py::test_the_paper_recipe_sweeps_beta_as_typed",
+    "python scripts/compare_emotion.py":
+        "test_ma52pro.py::test_compare_emotion_trains_the_three_rows_and_their_figures_match_sklearn runs it as "
+        "printed from a copy of the repository, with one epoch and tiny sizes appended",
+    'pip install -e ".[faces]"': ".ci/run installs the faces extra",
+    "python scripts/bench_long_decode.py": "test_seek.py runs the script with tiny sizes and checks its JSON line",
+    "python scripts/detect_faces.py /data/MA-52-Pro":
+        "test_detect_faces.py runs python scripts/detect_faces.py ROOT on an MA-52-Pro root written by the test",
+    "python scripts/detect_faces.py /data/MA-52-Pro --splits train val --workers 8 --every 2":
+        "test_detect_faces.py runs the script with --splits and --workers, and test_every_kth_frame checks --every",
+    "python scripts/generate_ma52pro.py data/ma52pro_procedural":
+        "test_procedural_pro.py runs the script with tiny sizes and two workers and checks what it writes (the "
+        "default size takes minutes)",
 }
 
 NOT_HERE = {
@@ -135,6 +162,10 @@ NOT_HERE = {
         "test_distributed.py::test_gpu_trainer_without_gpu_is_refused checks the refusal",
     "CUDA_VISIBLE_DEVICES=1 python train.py trainer=gpu loss.alpha=1 &": "needs a GPU (as above)",
     "python train.py trainer=ddp ...": "a template (`...`)",
+    "pip install --no-deps facenet-pytorch==2.6.0":
+        "installed by hand outside the extras (its metadata pins torch<2.3); "
+        "test_detect_faces.py::test_mtcnn_tracks_have_landmarks_on_the_face runs where it is installed",
+    "python scripts/detect_faces.py /data/MA-52-Pro --detector mtcnn": "needs facenet-pytorch (as above)",
 }
 
 # command -> (tiny arguments appended, what the run must leave behind). Placeholders in the printed command
