@@ -25,6 +25,11 @@ as landscape pictures plus such a matrix) has its kept frames turned by it. The
 scale to a short side is the same before and after a quarter turn (the short
 side stays the short side), so it is done on the stored picture.
 
+``iter_frames`` serves long recordings (prediction over sliding windows): it
+decodes the file once from the start and hands out the frames asked for one at
+a time, as ``read_frames`` converts them, so memory does not grow with the
+video's length.
+
 ``probe`` gives a clip's facts (frame count, fps, duration, displayed size),
 ``decode_all`` and ``encode_clip`` are the two halves of a transcode (the
 stored picture and its display rotation are carried over), and ``write_clip``
@@ -545,6 +550,70 @@ def _decode_stretches(stream, index: _PacketIndex, plan, indices: np.ndarray, sh
             if hasattr(source, "close"):
                 source.close()
     return kept.result
+
+
+# --- every needed frame of a long video in one forward pass ---------------------------------------
+
+
+def iter_frames(
+    path: str | Path,
+    indices: Iterable[int],
+    short_side: int | None = None,
+    threads: int = 1,
+    *,
+    stats: DecodeStats | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode the video once from its start; yield ``(k, frame)`` for each distinct index in ``indices``,
+    ascending.
+
+    Frame k is the k-th frame in presentation order, as ``read_frames`` counts them, and each frame
+    is uint8 [H, W, 3] exactly as ``read_frames`` returns it (display orientation, scaled to
+    ``scaled_size(..., short_side)``), in an array of its own. Decoding is lazy: it goes only as far
+    as the consumer asks, only the frames asked for are converted, and nothing is kept between frames
+    but the decoder's own reference frames, so a video of any length costs the same memory. Closing
+    the generator early closes the file.
+
+    Refused, as a ``DecodeError`` naming the file: a packet the decoder rejects as damaged (every
+    later frame would be counted one place early, i.e. stand at the wrong time), and a stream that
+    ends before the largest index. A negative index is a ``ValueError``. ``stats``, when given, is
+    kept up to date while the generator runs (``mode`` "sequential", ``decoded`` frames so far).
+    """
+    path = Path(path)
+    wanted = np.unique(np.fromiter((int(i) for i in indices), dtype=np.int64))
+    if len(wanted) and wanted[0] < 0:
+        raise ValueError(f"{path}: frame indices must be >= 0, got {int(wanted[0])}")
+    if stats is None:
+        stats = DecodeStats()
+    stats.mode = "sequential"
+    if len(wanted) == 0:
+        return
+    n = 0
+
+    def rejected() -> None:
+        raise DecodeError(path, f"the decoder rejected a damaged packet after frame {n} "
+                                f"(the frames after it would stand at the wrong times)")
+
+    with _open_video(path, threads) as (container, stream):
+        threads_used = stream.codec_context.thread_count
+        todo = iter(wanted.tolist())
+        want = next(todo)
+        frames = _decoded(stream, _frame_packets(container, stream), rejected)
+        try:
+            for frame in frames:
+                stats.decoded += 1
+                if n == want:
+                    # a one-slot _Kept converts the frame exactly as read_frames does
+                    kept = _Kept(np.zeros(1, np.int64), short_side, threads_used)
+                    kept.keep(0, frame)
+                    del frame
+                    yield n, kept.result[0]
+                    want = next(todo, None)
+                    if want is None:
+                        return
+                n += 1
+        finally:
+            frames.close()
+    raise DecodeError(path, f"the video stream ends after {n} frames; frame {want} was asked for")
 
 
 @dataclass(frozen=True)
