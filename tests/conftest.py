@@ -1,8 +1,11 @@
 """Shared helpers for the data tests: tiny real H.264 clips whose frames carry a
-per-frame brightness marker, so a test can tell exactly which frame it got back."""
+per-frame brightness marker, so a test can tell exactly which frame it got back; one tiny trained run shared by
+the tests that need a checkpoint; and what an in-process run changes in this process, put back after each test."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -80,3 +83,54 @@ def checkout(tmp_path_factory):
     from helpers import copy_checkout
 
     return copy_checkout(tmp_path_factory.mktemp("checkout"))
+
+
+# exported by Lightning's seed_everything (pipeline.train/evaluate seed the run): they would reach the commands
+# later tests start, which are to run in the environment of a user who set nothing
+_RUN_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+
+
+@contextlib.contextmanager
+def _process_state_kept():
+    """Put back what a run in this process changes beyond its own objects: the seed variables it exports and
+    torch's intra-op thread count."""
+    import torch
+
+    env = {k: os.environ.get(k) for k in _RUN_ENV}
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _keep_process_state():
+    with _process_state_kept():
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(tiny_root, tmp_path_factory):
+    """One tiny real training run on ``tiny_root``: train.py's configuration as Hydra composes it (``helpers.FAST``
+    made ``helpers.TINY``: MANet-R10, 2 frames of 32 x 32, one batch per stage; AdamW with the step schedule, the
+    default callbacks incl. the RNG state; no logger, no final evaluation), run by ``pipeline.train`` in this
+    process. Returns its run folder, which holds ``checkpoints/{best_epoch000,last}.ckpt``.
+
+    Shared by the tests that only need a checkpoint train.py wrote: they read it and edit copies, never the files."""
+    from helpers import BASE_TINY, compose_train
+
+    from microaction.pipeline import train
+
+    run_dir = tmp_path_factory.mktemp("tiny_trained") / "run"
+    with pytest.MonkeyPatch.context() as mp, _process_state_kept():
+        mp.setenv("MICROACTION_OFFLINE", "1")
+        mp.setenv("TORCH_HOME", str(run_dir.parent / "torch_home"))
+        train(compose_train([*BASE_TINY, f"data.root={tiny_root}", "test=false"], run_dir))
+    return run_dir

@@ -82,6 +82,10 @@ TINY = [
 ]
 
 
+# FAST with TINY's sizes and no logger: the smallest complete training run the real configs make
+BASE_TINY = [a for a in FAST if a.split("=")[0] not in {t.split("=")[0] for t in TINY}] + TINY + ["logger=none"]
+
+
 def copy_checkout(dest: Path) -> Path:
     """The repository's files as a fresh clone has them (tracked and not ignored), copied to ``dest``."""
     import shutil

@@ -1,6 +1,6 @@
 """What a checkpoint carries (label space, registered names) and what eval.py does with checkpoints of
-earlier versions and with settings that do not fit them. One tiny real training run; evaluations run
-through `evaluate` on the real eval config."""
+earlier versions and with settings that do not fit them. One tiny real training run (conftest's
+``tiny_trained_run``: 2 frames per clip); evaluations run through `evaluate` on the real eval config."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import FAST, compose_job, compose_train
+from helpers import compose_job
 
 from microaction.labels import LabelSpace
 
@@ -23,16 +23,10 @@ def offline(monkeypatch):
     monkeypatch.setenv("MICROACTION_OFFLINE", "1")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_root, tmp_path_factory) -> Path:
-    from microaction.pipeline import train
-
-    out = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MICROACTION_OFFLINE", "1")
-        results = train(compose_train([*FAST, f"data.root={tiny_root}", "data.num_segments=2", "test=false",
-                                       "trainer.limit_train_batches=1"], out))
-    return Path(results["best_checkpoint"])
+@pytest.fixture
+def checkpoint(tiny_trained_run) -> Path:
+    (best,) = (tiny_trained_run / "checkpoints").glob("best_epoch*.ckpt")
+    return best
 
 
 def _evaluate(ckpt: Path, root: Path, out: Path, *overrides: str) -> dict:

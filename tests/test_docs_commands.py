@@ -93,10 +93,13 @@ COVERED = {
         "printed from a copy of the repository, with tiny sizes appended",
     'pip install -e ".[cluster]"': ".ci/run installs the cluster extra",
     'pip install -e ".[embed]"': ".ci/run installs the embed extra",
+    "python train.py -m experiment=quickstart model=c3d,tsm":
+        "test_model_zoo.py::test_quickstart_sweeps_models_as_typed runs it as typed",
     "python train.py -m experiment=ma52_tsn,ma52_tsm,ma52_tin,ma52_c3d,ma52_i3d,ma52_slowfast,ma52_vswin_t,"
     "ma52_timesformer,ma52_uniformer,ma52_manet data.root=/path/to/MA-52":
-        "test_model_zoo.py::test_quickstart_runs_with_every_model_option runs every backbone as a multirun "
-        "(python train.py -m experiment=quickstart model=...), and "
+        "test_model_zoo.py::test_quickstart_trains_with_every_model_option trains every backbone with the "
+        "quickstart (train.py's job), ::test_quickstart_sweeps_models_as_typed runs a multirun over backbones "
+        "(python train.py -m experiment=quickstart model=c3d,tsm), and "
         "::test_each_experiment_uses_its_methods_standard_input_and_builds composes each of the ten experiments "
         "(the sweep of ten full-size backbones is minutes of CPU)",
     "python scripts/build_label_embeddings.py --source minilm":
@@ -135,6 +138,13 @@ COVERED = {
     "python scripts/generate_ma52pro.py data/ma52pro_procedural":
         "test_procedural_pro.py runs the script with tiny sizes and two workers and checks what it writes (the "
         "default size takes minutes)",
+    'pip install -e ".[export]"': ".ci/run installs the export extra (tests/test_export.py imports onnx and onnxruntime)",
+    "python scripts/export.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt format=onnx":
+        "test_export.py::test_the_documented_commands_write_and_report_parity runs it as printed from the repository "
+        "root, on a copy of a tiny train.py run's checkpoint",
+    "python scripts/export.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt format=torchscript "
+    "out=exported/manet.torchscript.pt":
+        "test_export.py::test_the_documented_commands_write_and_report_parity (as above; out= in the test's folder)",
 }
 
 NOT_HERE = {

@@ -46,13 +46,11 @@ def _write_partial_clip(path: Path, frames: int = 30, keep: int = 16) -> tuple[i
     return len(spans), decodable_frames(path)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_root, tmp_path_factory) -> Path:
-    from microaction.pipeline import train
-
-    out = tmp_path_factory.mktemp("trained")
-    results = train(compose_train([*FAST, f"data.root={tiny_root}", "test=false"], out))
-    return Path(results["best_checkpoint"])
+@pytest.fixture
+def checkpoint(tiny_trained_run) -> Path:
+    """conftest's tiny real training run (2 frames per clip): evaluation takes its data settings."""
+    (best,) = (tiny_trained_run / "checkpoints").glob("best_epoch*.ckpt")
+    return best
 
 
 @pytest.fixture(scope="module")
@@ -87,20 +85,25 @@ def _rows(path: Path) -> list[list[str]]:
         return list(csv.reader(f))
 
 
-def test_partly_decodable_fixture_is_partial(damaged):
-    # the clip's last sampled frame (4 segments: index int(3.5 * packets / 4)) lies past what decodes
-    assert 0 < damaged["real"] <= int(3.5 * damaged["packets"] / 4)
+def test_partly_decodable_fixture_is_partial(damaged, checkpoint):
+    # the clip's last sampled frame (evaluation samples segment centres: with the checkpoint's 2 segments, index
+    # int(1.5 * packets / 2)) lies past what decodes
+    import torch
+
+    segments = torch.load(checkpoint, map_location="cpu", weights_only=True)["datamodule_hyper_parameters"]["num_segments"]
+    assert segments == 2
+    assert 0 < damaged["real"] <= int((segments - 0.5) * damaged["packets"] / segments)
 
 
 def test_undecodable_test_clip_stops_eval_naming_file_and_line(checkpoint, damaged, tmp_path):
+    from microaction.data.dataset import UndecodableClipError
+
     root = damaged["root"]
-    proc = run_cli("eval.py", [f"ckpt_path={checkpoint}", "split=test", "data.test_has_labels=false",
-                               f"data.root={root}", "data.num_workers=0", f"hydra.run.dir={tmp_path}",
-                               "extras.print_config=false"], tmp_path, check=False)
-    assert proc.returncode != 0
+    with pytest.raises(UndecodableClipError) as exc:  # data.on_decode_error=auto: evaluation raises
+        _eval(checkpoint, root, tmp_path, "split=test", "data.test_has_labels=false")
     first = min(TEST_BROKEN)
-    assert f"{root / 'test_list_videos.txt'}:{first}: {root / 'videos_test' / TEST_BROKEN[first]}" in proc.stderr
-    assert "data.on_decode_error=skip" in proc.stderr
+    assert f"{root / 'test_list_videos.txt'}:{first}: {root / 'videos_test' / TEST_BROKEN[first]}" in str(exc.value)
+    assert "data.on_decode_error=skip" in str(exc.value)
     assert not (tmp_path / "submission_test.csv").exists()
 
 

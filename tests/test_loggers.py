@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import FAST, REPO
+from helpers import BASE_TINY, REPO
 
 from microaction.utils import config as config_utils
 
@@ -116,8 +116,8 @@ def test_wandb_key_without_network_trains_offline_with_a_message(tiny_root, tmp_
     url = f"http://127.0.0.1:{closed_port}"
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *FAST, f"data.root={tiny_root}", "test=false", "logger=wandb",
-         f"hydra.run.dir={run_dir}"],
+        [sys.executable, str(REPO / "train.py"), *(a for a in BASE_TINY if not a.startswith("logger=")),
+         f"data.root={tiny_root}", "test=false", "logger=wandb", f"hydra.run.dir={run_dir}"],
         cwd=tmp_path, env=_env(tmp_path, url), capture_output=True, text=True, timeout=600,
     )
     elapsed = time.monotonic() - start

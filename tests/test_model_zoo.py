@@ -373,18 +373,56 @@ def test_quickstart_composes_with_every_model_option(option, tmp_path):
     assert out["logits"].shape == (2, 52) and out["embedding"].shape == (2, 384)
 
 
-def test_quickstart_runs_with_every_model_option(checkout):
-    """`python train.py -m experiment=quickstart model=<every option>` from a fresh checkout: one job per model,
-    each a real (one batch per stage) run of the quickstart with that model."""
+# one training batch and one validation batch of the real pipeline, without writing the full-size networks'
+# checkpoints (hundreds of MB for timesformer's ViT-B with its optimizer state)
+ONE_STEP = ["data.generate=null", "data.num_workers=0", "data.batch_size=2", "trainer.max_epochs=1",
+            "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
+            "trainer.accelerator=cpu", "test=false", "logger=csv", "callbacks.rich_progress_bar=null",
+            "extras.print_config=false", "~callbacks.model_checkpoint", "~callbacks.last_checkpoint",
+            "~callbacks.step_checkpoint", "+trainer.enable_checkpointing=false"]
+
+
+@pytest.mark.parametrize("option", MODEL_OPTIONS)
+def test_quickstart_trains_with_every_model_option(option, tiny_root, tmp_path):
+    """`python train.py experiment=quickstart model=<option>` as train.py's job in this process, on the tiny data:
+    each option's full-size network, at the quickstart's frames and size, takes a training step and scores a
+    validation batch through the real pipeline (data, task, loss, optimizer groups, Lightning, logger)."""
+    import csv
+    import math
+
+    from microaction.pipeline import train
+
+    out = tmp_path / "run"
+    results = train(compose_train(["experiment=quickstart", f"model={option}", f"data.root={tiny_root}", *ONE_STEP],
+                                  out))
+    saved = OmegaConf.load(out / "config_resolved.yaml")
+    assert saved.model.name == option.removesuffix("_r18") and saved.init == results["init"] == "random"
+    assert (saved.data.num_segments, saved.data.input_size) == (QUICKSTART_FRAMES.get(option, 8), 32), option
+    with (out / "csv" / "metrics.csv").open() as f:
+        rows = [{k: v for k, v in r.items() if v} for r in csv.DictReader(f)]
+    val = [r for r in rows if "val/num_clips" in r]
+    assert [float(r["val/num_clips"]) for r in val] == [2.0] and 0.0 <= float(val[0]["val/F1_mean"]) <= 1.0, rows
+    (loss,) = [float(r["train/loss_epoch"]) for r in rows if "train/loss_epoch" in r]
+    assert math.isfinite(loss)
+
+
+SWEPT_AS_TYPED = ["c3d", "tsm"]  # a 3D network at its own 16 frames and a ResNet-50 option
+
+
+def test_quickstart_sweeps_models_as_typed(checkout):
+    """`python train.py -m experiment=quickstart model=c3d,tsm` from a fresh checkout: one job per model, each a
+    real (one batch per stage) run of the quickstart with that model, on the data it writes on first use.
+    Every option runs through train.py's job in test_quickstart_trains_with_every_model_option."""
+    assert set(SWEPT_AS_TYPED) < set(MODEL_OPTIONS)
     multiruns = checkout / "logs" / "train" / "multiruns"
     before = set(multiruns.iterdir()) if multiruns.is_dir() else set()
-    run_as_typed(f"python train.py -m experiment=quickstart model={','.join(MODEL_OPTIONS)}", checkout,
+    run_as_typed(f"python train.py -m experiment=quickstart model={','.join(SWEPT_AS_TYPED)}", checkout,
                  ["data.generate_kwargs.per_class=[1,1,1]", "data.batch_size=2", "debug=fdr"])
     (sweep,) = [p for p in multiruns.iterdir() if p not in before]
     jobs = sorted((p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")),
                   key=lambda p: int(p.name.split("_")[0]))
-    assert [j.name for j in jobs] == [f"{i}_model={m}" for i, m in enumerate(MODEL_OPTIONS)]
-    for job, option in zip(jobs, MODEL_OPTIONS):
+    assert [j.name for j in jobs] == [f"{i}_model={m}" for i, m in enumerate(SWEPT_AS_TYPED)]
+    for job, option in zip(jobs, SWEPT_AS_TYPED):
         saved = OmegaConf.load(job / "config_resolved.yaml")
         assert saved.model.name == option.removesuffix("_r18") and saved.init == "random"
         assert (saved.data.num_segments, saved.data.input_size) == (QUICKSTART_FRAMES.get(option, 8), 32), option

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CONF, FAST, compose_train, run_cli
+from helpers import BASE_TINY, CONF, FAST, compose_job, compose_train, run_cli
 from omegaconf import OmegaConf, open_dict
 
 from microaction.classes import class_table
@@ -47,8 +47,10 @@ def test_seed_zero_is_honoured(tiny_root, tmp_path):
 
 
 def test_alpha_multirun_gives_one_readable_folder_per_job(tiny_root, tmp_path):
-    run_cli("train.py", ["-m", *FAST, f"data.root={tiny_root}", "loss.alpha=0,1", f"paths.log_dir={tmp_path}",
-                         "logger=[csv,wandb]"], tmp_path)
+    # the smallest run (helpers.TINY) whose final validation scores the whole val split
+    sizes = [a for a in BASE_TINY if not a.startswith(("logger=", "trainer.limit_val_batches="))]
+    run_cli("train.py", ["-m", *sizes, "trainer.limit_val_batches=1.0", f"data.root={tiny_root}", "loss.alpha=0,1",
+                         f"paths.log_dir={tmp_path}", "logger=[csv,wandb]"], tmp_path)
     sweeps = list((tmp_path / "train" / "multiruns").iterdir())
     assert len(sweeps) == 1
     jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -65,8 +67,13 @@ def test_alpha_multirun_gives_one_readable_folder_per_job(tiny_root, tmp_path):
 
 
 def test_train_and_eval_on_the_checkpoint(tiny_root, tmp_path):
+    """Train (train.py's job, in this process), then evaluate the best checkpoint with eval.py as a command (a
+    fresh process: nothing but the file carries over) and with eval.py's job on the test split."""
+    from microaction.pipeline import evaluate, train
+
     run_dir = tmp_path / "run"
-    run_cli("train.py", [*FAST, f"data.root={tiny_root}", f"hydra.run.dir={run_dir}"], tmp_path)
+    # the whole val split (compared below); one test batch (the test split is evaluated by eval.py below)
+    train(compose_train([*FAST, f"data.root={tiny_root}", "trainer.limit_test_batches=1"], run_dir))
     trained = json.loads((run_dir / "metrics.json").read_text())
     best = Path(trained["best_checkpoint"])
     assert best.is_file() and best.parent == run_dir / "checkpoints"
@@ -87,8 +94,8 @@ def test_train_and_eval_on_the_checkpoint(tiny_root, tmp_path):
 
     # the test split with hidden labels: a submission file, no scores
     sub_dir = tmp_path / "eval_test"
-    run_cli("eval.py", [f"ckpt_path={best}", "split=test", "data.test_has_labels=false", "data.num_workers=0",
-                        f"hydra.run.dir={sub_dir}", "extras.print_config=false"], tmp_path)
+    evaluate(compose_job("eval", [f"ckpt_path={best}", "split=test", "data.test_has_labels=false",
+                                  "data.num_workers=0", "extras.print_config=false"], sub_dir))
     assert json.loads((sub_dir / "metrics.json").read_text())["test"] == {}
     with (sub_dir / "submission_test.csv").open() as f:
         reader = csv.reader(f)
@@ -105,15 +112,24 @@ def test_train_and_eval_on_the_checkpoint(tiny_root, tmp_path):
     # resuming (ckpt_path=last/auto) is tested in test_resume.py
 
 
-def test_bad_input_is_named_before_training(tmp_path):
-    proc = run_cli("train.py", ["experiment=quickstart", "data.generate=null", f"data.root={tmp_path / 'absent'}"],
-                   tmp_path, check=False)
-    assert proc.returncode != 0
-    assert f"data.root does not exist: {tmp_path / 'absent'}" in proc.stderr
-    assert "Epoch" not in proc.stdout
+def test_bad_input_is_named_before_training(tmp_path, monkeypatch):
+    """train.py's job on the real configs, in this process (a refusal as a command: test_config_checks.py's
+    test_debug_limit_as_a_user_types_it)."""
+    from microaction.pipeline import train
+    from microaction.tasks.recognition import MicroActionRecognition
 
-    proc = run_cli("train.py", ["data=ma52"], tmp_path, check=False)
-    assert proc.returncode != 0 and "data.root is not set" in proc.stderr
+    monkeypatch.setattr(MicroActionRecognition, "__init__", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.delenv("MA52_ROOT", raising=False)  # the user who set nothing
+    cfg = compose_train(["experiment=quickstart", "data.generate=null", f"data.root={tmp_path / 'absent'}"],
+                        tmp_path / "run")
+    with pytest.raises(FileNotFoundError) as exc:
+        train(cfg)
+    assert str(exc.value).startswith(f"data.root does not exist: {tmp_path / 'absent'}\n")
+
+    cfg = compose_train(["data=ma52"], tmp_path / "run2")
+    with pytest.raises(ValueError, match="^data.root is not set"):
+        train(cfg)
+    assert not list(tmp_path.rglob("*.ckpt"))
 
 
 @pytest.mark.parametrize(
@@ -169,7 +185,7 @@ def test_undecodable_training_clip_is_skipped_and_counted(broken_train_root, tmp
     root, name, partial = broken_train_root
     # training skips by default (data.on_decode_error=auto); 1.9% needs a cap above the default 1%
     cfg = compose_train([*FAST, f"data.root={root}", "trainer.limit_train_batches=1.0", "test=false",
-                         "data.max_skipped_fraction=0.05"], tmp_path)
+                         "data.max_skipped_fraction=0.05", "trainer.limit_val_batches=1"], tmp_path)
     train(cfg)
     with (tmp_path / "csv" / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))

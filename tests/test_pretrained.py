@@ -16,7 +16,7 @@ import torchvision
 from omegaconf import OmegaConf
 from torchvision.models import resnet
 
-from helpers import FAST, TINY, run_cli
+from helpers import FAST, TINY, compose_train, run_cli
 from microaction.models import create_model
 from microaction.models.pretrained import (
     WeightsUnavailable, library_cache_file, library_state_dict, load_pretrained, pretrained_mode,
@@ -186,7 +186,17 @@ def _run(tiny_root, tmp_path, *extra, check=True):
     return run_dir, proc
 
 
+def _train(tiny_root, tmp_path, *extra):
+    """train.py's job on its real config, in this process; returns the run folder."""
+    from microaction.pipeline import train
+
+    run_dir = tmp_path / "run"
+    train(compose_train([*BASE, f"data.root={tiny_root}", *extra], run_dir))
+    return run_dir
+
+
 def test_unobtainable_imagenet_is_recorded_as_random_and_warned_at_the_end(tiny_root, tmp_path):
+    """As typed (train.py in its own process): the warnings in the order the user reads them."""
     run_dir, proc = _run(tiny_root, tmp_path, "model.pretrained=true")
     assert json.loads((run_dir / "metrics.json").read_text())["init"] == "random"
     saved = OmegaConf.load(run_dir / "config_resolved.yaml")
@@ -196,12 +206,14 @@ def test_unobtainable_imagenet_is_recorded_as_random_and_warned_at_the_end(tiny_
     assert end_warning > out.find("`Trainer.fit` stopped") > out.find("MICROACTION_OFFLINE=1 forbids downloading") > 0
 
 
-def test_cached_imagenet_is_recorded(tiny_root, tmp_path):
+def test_cached_imagenet_is_recorded(tiny_root, tmp_path, caplog):
     cache_r18()
-    run_dir, proc = _run(tiny_root, tmp_path, "model.pretrained=true")
+    with caplog.at_level("INFO"):
+        run_dir = _train(tiny_root, tmp_path, "model.pretrained=true")
     assert json.loads((run_dir / "metrics.json").read_text())["init"] == "imagenet"
     assert OmegaConf.load(run_dir / "config_resolved.yaml").init == "imagenet"
-    assert "could not be obtained" not in proc.stdout + proc.stderr
+    assert f"ResNet-18: pretrained weights loaded from torchvision {R18}" in caplog.text  # the log is heard
+    assert "could not be obtained" not in caplog.text
 
 
 @pytest.mark.parametrize("value, message", [
@@ -209,6 +221,7 @@ def test_cached_imagenet_is_recorded(tiny_root, tmp_path):
     ("/nonexistent/weights.pth", "model.pretrained=/nonexistent/weights.pth: no such file"),
 ])
 def test_required_offline_or_missing_file_stops_before_training(tiny_root, tmp_path, value, message):
-    run_dir, proc = _run(tiny_root, tmp_path, f"model.pretrained={value}", check=False)
-    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-3000:]
-    assert not (run_dir / "checkpoints").exists()
+    with pytest.raises(WeightsUnavailable if value == "required" else FileNotFoundError) as info:
+        _train(tiny_root, tmp_path, f"model.pretrained={value}")
+    assert message in str(info.value), str(info.value)[-3000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import FAST, REPO, run_cli
+from helpers import BASE_TINY, REPO, run_cli
 
-BASE = [*FAST, "test=false", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger=none"]
+# two training batches per epoch (a step checkpoint can fall inside an epoch), one validation batch, no logger
+BASE = [*(a for a in BASE_TINY if not a.startswith("trainer.limit_train_batches=")), "test=false",
+        "trainer.limit_train_batches=2"]
 
 
 def _load(path: Path) -> dict | None:
@@ -50,25 +52,53 @@ def _train_and_kill(args: list[str], run_dir: Path, cwd: Path, ready) -> dict:
     return ckpt
 
 
-def test_killed_run_resumes_at_the_epoch_and_matches_an_uninterrupted_run(tiny_root, tmp_path):
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows, each without its empty cells (a new column adds empty cells to old rows)."""
+    with path.open(newline="") as f:
+        return [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def _scalars(event_file: Path) -> set[tuple[str, int]]:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return {(v.tag, e.step) for e in EventFileLoader(str(event_file)).Load() for v in e.summary.value}
+
+
+# one run killed after its first epoch and resumed by the same command, checked two ways below: it ends where an
+# uninterrupted run ends, and its metric files keep what was logged before the kill
+KILLED_ARGS = [*(a for a in BASE if not a.startswith("logger=")), "logger=many", "trainer.max_epochs=2",
+               "trainer.log_every_n_steps=1", "~callbacks.step_checkpoint", "optimizer=sgd", "optimizer.lr=0.05",
+               "scheduler.milestones=[1]"]
+
+
+@pytest.fixture(scope="module")
+def killed_at_the_epoch(tiny_root, tmp_path_factory) -> dict:
+    """train.py SIGKILLed once its first epoch's checkpoint is written, its metric files as the kill left them,
+    then the same command in the same run folder (ckpt_path=auto picks up last.ckpt)."""
+    work = tmp_path_factory.mktemp("killed_at_the_epoch")
+    args = [*KILLED_ARGS, f"data.root={tiny_root}"]
+    run_dir = work / "killed"
+    killed = _train_and_kill(args, run_dir, work, ready=lambda c: True)
+    csv_before = _csv_rows(run_dir / "csv" / "metrics.csv")
+    events_before = {p: _scalars(p) for p in (run_dir / "tensorboard").glob("events.out.tfevents.*")}
+    proc = run_cli("train.py", [*args, f"hydra.run.dir={run_dir}"], work)
+    return {"args": args, "run_dir": run_dir, "work": work, "killed": killed, "csv_before": csv_before,
+            "events_before": events_before, "output": proc.stderr + proc.stdout}
+
+
+def test_killed_run_resumes_at_the_epoch_and_matches_an_uninterrupted_run(killed_at_the_epoch):
     """Weights, optimizer, scheduler, loop progress and RNG streams come back: the resumed run ends
     exactly where a run never interrupted ends (without the RNG state, the next epoch's clip order
     and dropout masks would differ)."""
-    args = [*BASE, f"data.root={tiny_root}", "trainer.max_epochs=2", "~callbacks.step_checkpoint",
-            "optimizer=sgd", "optimizer.lr=0.05", "scheduler.milestones=[1]"]
-    ref_dir = tmp_path / "uninterrupted"
-    run_cli("train.py", [*args, f"hydra.run.dir={ref_dir}"], tmp_path)
+    run = killed_at_the_epoch
+    ref_dir = run["work"] / "uninterrupted"
+    run_cli("train.py", [*run["args"], f"hydra.run.dir={ref_dir}"], run["work"])
 
-    run_dir = tmp_path / "killed"
-    killed = _train_and_kill(args, run_dir, tmp_path, ready=lambda c: True)
-    assert killed["global_step"] == 2  # killed in its second epoch, after the first one's checkpoint
-
-    # the same command in the same run folder: ckpt_path=auto picks up last.ckpt
-    proc = run_cli("train.py", [*args, f"hydra.run.dir={run_dir}"], tmp_path)
-    assert "resuming from" in proc.stderr + proc.stdout
+    assert run["killed"]["global_step"] == 2  # killed in its second epoch, after the first one's checkpoint
+    assert "resuming from" in run["output"]
 
     ref = torch.load(ref_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    got = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    got = torch.load(run["run_dir"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (got["epoch"], got["global_step"]) == (ref["epoch"], ref["global_step"]) == (1, 4)
     assert got["lr_schedulers"][0]["last_epoch"] == ref["lr_schedulers"][0]["last_epoch"]
     assert got["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.005)
@@ -77,6 +107,35 @@ def test_killed_run_resumes_at_the_epoch_and_matches_an_uninterrupted_run(tiny_r
     for pid, state in ref["optimizer_states"][0]["state"].items():
         torch.testing.assert_close(got["optimizer_states"][0]["state"][pid]["momentum_buffer"],
                                    state["momentum_buffer"])
+
+
+def test_resumed_run_keeps_the_metrics_logged_before_the_kill(killed_at_the_epoch):
+    """csv/metrics.csv and the TensorBoard event files hold, after the resumed run, everything they held
+    when the first process was killed, followed by the resumed run's metrics. (Lightning's CSVLogger by
+    itself deletes metrics.csv when a run folder is reused.)"""
+    run = killed_at_the_epoch
+    assert run["killed"]["global_step"] == 2  # the first epoch's checkpoint
+
+    before = run["csv_before"]
+    # logged before that checkpoint was written, so on disk at the kill whatever its timing
+    assert {"0", "1"} <= {r["step"] for r in before if "train/loss_step" in r}, before
+    assert any(r.get("epoch") == "0" and "val/F1_mean" in r for r in before), before
+    events_before = run["events_before"]
+    assert len(events_before) == 1
+    assert ("train/loss_step", 0) in next(iter(events_before.values()))
+
+    assert "resuming from" in run["output"]
+    after = _csv_rows(run["run_dir"] / "csv" / "metrics.csv")
+    assert after[: len(before)] == before, "rows logged before the kill were changed or dropped"
+    resumed = after[len(before):]
+    assert any(r.get("epoch") == "1" and "val/F1_mean" in r for r in resumed), resumed
+    assert any(r.get("epoch") == "1" and "train/loss_epoch" in r for r in resumed), resumed
+    events_after = {p: _scalars(p) for p in (run["run_dir"] / "tensorboard").glob("events.out.tfevents.*")}
+    assert len(events_after) == 2  # the killed process's file and the resumed one's
+    for path, scalars in events_before.items():
+        assert events_after[path] == scalars, f"{path.name} changed"
+    (new,) = set(events_after) - set(events_before)
+    assert ("val/F1_mean", 3) in events_after[new]
 
 
 def test_run_killed_mid_epoch_resumes_from_the_step_checkpoint(tiny_root, tmp_path):
@@ -93,54 +152,6 @@ def test_run_killed_mid_epoch_resumes_from_the_step_checkpoint(tiny_root, tmp_pa
         assert "resuming from a checkpoint that ended before the epoch ended" in out
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (final["epoch"], final["global_step"]) == (1, 4)
-
-
-def _csv_rows(path: Path) -> list[dict[str, str]]:
-    """metrics.csv's rows, each without its empty cells (a new column adds empty cells to old rows)."""
-    with path.open(newline="") as f:
-        return [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
-
-
-def _scalars(event_file: Path) -> set[tuple[str, int]]:
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
-    return {(v.tag, e.step) for e in EventFileLoader(str(event_file)).Load() for v in e.summary.value}
-
-
-def test_resumed_run_keeps_the_metrics_logged_before_the_kill(tiny_root, tmp_path):
-    """csv/metrics.csv and the TensorBoard event files hold, after the resumed run, everything they held
-    when the first process was killed, followed by the resumed run's metrics. (Lightning's CSVLogger by
-    itself deletes metrics.csv when a run folder is reused.)"""
-    args = [*(a for a in BASE if not a.startswith("logger=")), "logger=many", f"data.root={tiny_root}",
-            "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "~callbacks.step_checkpoint"]
-    run_dir = tmp_path / "run"
-    killed = _train_and_kill(args, run_dir, tmp_path, ready=lambda c: True)
-    assert killed["global_step"] == 2  # the first epoch's checkpoint
-
-    metrics = run_dir / "csv" / "metrics.csv"
-    before = _csv_rows(metrics)
-    # logged before that checkpoint was written, so on disk at the kill whatever its timing
-    assert {"0", "1"} <= {r["step"] for r in before if "train/loss_step" in r}, before
-    assert any(r.get("epoch") == "0" and "val/F1_mean" in r for r in before), before
-    tb = run_dir / "tensorboard"
-    events_before = {p: _scalars(p) for p in tb.glob("events.out.tfevents.*")}
-    assert len(events_before) == 1
-    assert ("train/loss_step", 0) in next(iter(events_before.values()))
-
-    proc = run_cli("train.py", [*args, f"hydra.run.dir={run_dir}"], tmp_path)
-    assert "resuming from" in proc.stderr + proc.stdout
-
-    after = _csv_rows(metrics)
-    assert after[: len(before)] == before, "rows logged before the kill were changed or dropped"
-    resumed = after[len(before):]
-    assert any(r.get("epoch") == "1" and "val/F1_mean" in r for r in resumed), resumed
-    assert any(r.get("epoch") == "1" and "train/loss_epoch" in r for r in resumed), resumed
-    events_after = {p: _scalars(p) for p in tb.glob("events.out.tfevents.*")}
-    assert len(events_after) == 2  # the killed process's file and the resumed one's
-    for path, scalars in events_before.items():
-        assert events_after[path] == scalars, f"{path.name} changed"
-    (new,) = set(events_after) - set(events_before)
-    assert ("val/F1_mean", 3) in events_after[new]
 
 
 def test_csv_logger_continues_a_file_cut_in_the_middle_of_a_row(tmp_path):

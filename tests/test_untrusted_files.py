@@ -1,6 +1,9 @@
 """Files from elsewhere run no code: checkpoints, weight files and label matrices are read with
 weights_only=True, and eval.py builds only registered classes, whatever a checkpoint's stored
-hyperparameters name. Every hostile file here would create a marker file if it were obeyed."""
+hyperparameters name. Every hostile file here would create a marker file if it were obeyed.
+
+eval.py refusing a hostile checkpoint runs as a command; the other refusals call train.py's and eval.py's
+job (``pipeline.train`` / ``pipeline.evaluate``) in this process on the real configs, as Hydra composes them."""
 
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import FAST, TINY, run_cli
+from helpers import BASE_TINY, compose_job, compose_train, run_cli
 
-TINY_KEYS = {t.split("=")[0] for t in TINY}
-BASE = [a for a in FAST if a.split("=")[0] not in TINY_KEYS] + TINY + ["logger=none"]
+from microaction.utils.untrusted import UnsafeFileError
+
+BASE = BASE_TINY
 
 
 class Payload:
@@ -46,16 +50,10 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_root, tmp_path_factory):
-    """One tiny real training run (AdamW, step schedule, the default callbacks incl. the RNG state)."""
-    work = tmp_path_factory.mktemp("trained")
-    run_dir = work / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MICROACTION_OFFLINE", "1")
-        mp.setenv("TORCH_HOME", str(work / "torch_home"))
-        run_cli("train.py", [*BASE, f"data.root={tiny_root}", "test=false", f"hydra.run.dir={run_dir}"], work)
-    return run_dir
+@pytest.fixture
+def trained(tiny_trained_run):
+    """One tiny real training run (AdamW, step schedule, the default callbacks incl. the RNG state): conftest's."""
+    return tiny_trained_run
 
 
 def _refused(proc, *texts: str) -> str:
@@ -64,6 +62,30 @@ def _refused(proc, *texts: str) -> str:
     for text in texts:
         assert text in out, f"{text!r} not in:\n{out[-3000:]}"
     return out
+
+
+def _train(tiny_root, run_dir: Path, *overrides: str) -> dict:
+    """train.py's job on its real config (``BASE`` on the tiny data), in this process."""
+    from microaction.pipeline import train
+
+    return train(compose_train([*BASE, f"data.root={tiny_root}", *overrides], run_dir))
+
+
+def _evaluate(ckpt: Path, out: Path, *overrides: str) -> dict:
+    """eval.py's job on its real config, in this process."""
+    from microaction.pipeline import evaluate
+
+    return evaluate(compose_job("eval", [f"ckpt_path={ckpt}", "extras.print_config=false", *overrides], out))
+
+
+def _raises(error: type[Exception], call, *texts: str) -> str:
+    """``call()`` raises ``error`` whose message holds every one of ``texts``; returns the message."""
+    with pytest.raises(error) as info:
+        call()
+    msg = str(info.value)
+    for text in texts:
+        assert text in msg, f"{text!r} not in:\n{msg[-3000:]}"
+    return msg
 
 
 def test_the_payload_runs_code_when_loaded_unsafely(tmp_path):
@@ -95,8 +117,8 @@ def test_resume_from_own_checkpoint_with_weights_only(trained, tiny_root, tmp_pa
 
     assert SAFE_LOAD == {"weights_only": True}  # Lightning >= 2.6 is told, not left to its default
     run_dir = tmp_path / "resumed"
-    run_cli("train.py", [*BASE, f"data.root={tiny_root}", f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
-                         "test=false", "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"], tmp_path)
+    _train(tiny_root, run_dir, f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", "test=false",
+           "trainer.max_epochs=2")
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (1, 2)  # one more epoch of one batch after the resumed one
 
@@ -105,6 +127,7 @@ def test_resume_from_own_checkpoint_with_weights_only(trained, tiny_root, tmp_pa
 
 
 def test_eval_refuses_a_malicious_checkpoint(tmp_path):
+    """As typed: `python eval.py ckpt_path=...` stops with the refusal and runs nothing of the file."""
     marker = tmp_path / "ran"
     evil = hostile_torch_file(tmp_path / "evil.ckpt", marker)
     proc = run_cli("eval.py", [f"ckpt_path={evil}", f"hydra.run.dir={tmp_path / 'ev'}", "extras.print_config=false"],
@@ -117,9 +140,7 @@ def test_resume_refuses_a_malicious_checkpoint_before_training(tiny_root, tmp_pa
     marker = tmp_path / "ran"
     evil = hostile_torch_file(tmp_path / "evil.ckpt", marker)
     run_dir = tmp_path / "run"
-    proc = run_cli("train.py", [*BASE, f"data.root={tiny_root}", f"ckpt_path={evil}", f"hydra.run.dir={run_dir}"],
-                   tmp_path, check=False)
-    _refused(proc, f"ckpt_path={evil}: refused")
+    _raises(UnsafeFileError, lambda: _train(tiny_root, run_dir, f"ckpt_path={evil}"), f"ckpt_path={evil}: refused")
     assert not marker.exists()
     assert not (run_dir / "checkpoints").exists()  # named before the model, data or trainer were built
 
@@ -128,9 +149,8 @@ def test_pretrained_refuses_a_malicious_weight_file(tiny_root, tmp_path):
     marker = tmp_path / "ran"
     evil = hostile_torch_file(tmp_path / "weights.pth", marker, legacy=True)
     run_dir = tmp_path / "run"
-    proc = run_cli("train.py", [*BASE, f"data.root={tiny_root}", f"model.pretrained={evil}",
-                                f"hydra.run.dir={run_dir}"], tmp_path, check=False)
-    _refused(proc, f"model.pretrained={evil}: refused")
+    _raises(UnsafeFileError, lambda: _train(tiny_root, run_dir, f"model.pretrained={evil}"),
+            f"model.pretrained={evil}: refused")
     assert not marker.exists()
     assert not (run_dir / "checkpoints").exists()
 
@@ -140,9 +160,8 @@ def test_embeddings_refuse_a_malicious_pt_file(tiny_root, tmp_path):
     evil = tmp_path / "emb.pt"
     torch.save({"matrix": Payload(marker)}, evil)
     run_dir = tmp_path / "run"
-    proc = run_cli("train.py", [*BASE, f"data.root={tiny_root}", f"loss.embeddings={evil}",
-                                f"hydra.run.dir={run_dir}"], tmp_path, check=False)
-    _refused(proc, f"loss.embeddings={evil}: refused")
+    _raises(UnsafeFileError, lambda: _train(tiny_root, run_dir, f"loss.embeddings={evil}"),
+            f"loss.embeddings={evil}: refused")
     assert not marker.exists()
     assert not (run_dir / "checkpoints").exists()
 
@@ -161,9 +180,7 @@ def test_embeddings_refuse_an_object_npy(tmp_path):
 def test_corrupt_checkpoint_is_named(tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a torch file" * 10)
-    proc = run_cli("eval.py", [f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'ev'}", "extras.print_config=false"],
-                   tmp_path, check=False)
-    _refused(proc, f"ckpt_path={bad}: not loaded")
+    _raises(ValueError, lambda: _evaluate(bad, tmp_path / "ev"), f"ckpt_path={bad}: not loaded")
 
 
 @pytest.mark.parametrize("kind", ["bare_pickle", "empty", "truncated", "unsafe_in_list"])
@@ -231,16 +248,14 @@ def test_stored_targets_are_refused_before_anything_is_built(trained, tmp_path, 
     assert not marker.exists()
 
 
-# through eval.py: the two kinds Hydra's instantiate obeyed before the allow-list, and one in the task's
+# through eval.py's job: the two kinds Hydra's instantiate obeyed before the allow-list, and one in the task's
 @pytest.mark.parametrize("case", ["data_top", "data_nested", "task_nested"])
 def test_eval_refuses_a_stored_target(trained, tmp_path, case):
     marker = tmp_path / "ran"
     key, ckpt = _edited(trained, case, marker)
     path = tmp_path / "edited.ckpt"
     torch.save(ckpt, path)
-    proc = run_cli("eval.py", [f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'ev'}", "extras.print_config=false"],
-                   tmp_path, check=False)
-    _refused(proc, f"{path}: refused: {key}")
+    _raises(ValueError, lambda: _evaluate(path, tmp_path / "ev"), f"{path}: refused: {key}")
     assert not marker.exists()
     assert not (tmp_path / "ev" / "metrics.json").exists()
 
@@ -251,8 +266,7 @@ def test_eval_accepts_a_registered_datamodule_target(trained, tmp_path):
     ckpt["datamodule_hyper_parameters"]["_target_"] = "microaction.data.datamodule.MA52DataModule"
     path = tmp_path / "named.ckpt"
     torch.save(ckpt, path)
-    run_cli("eval.py", [f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'ev'}", "extras.print_config=false",
-                        "trainer.limit_val_batches=1"], tmp_path)
+    _evaluate(path, tmp_path / "ev", "trainer.limit_val_batches=1")
     assert (tmp_path / "ev" / "metrics.json").is_file()
 
 
