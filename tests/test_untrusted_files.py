@@ -183,7 +183,7 @@ def test_corrupt_checkpoint_is_named(tmp_path):
     _raises(ValueError, lambda: _evaluate(bad, tmp_path / "ev"), f"ckpt_path={bad}: not loaded")
 
 
-@pytest.mark.parametrize("kind", ["bare_pickle", "empty", "truncated", "unsafe_in_list"])
+@pytest.mark.parametrize("kind", ["bare_pickle", "empty", "truncated", "unsafe_in_list", "text", "yaml"])
 def test_load_torch_file_refuses_or_names_every_bad_file(tmp_path, kind):
     from microaction.utils.untrusted import UnsafeFileError, load_torch_file
 
@@ -196,6 +196,10 @@ def test_load_torch_file_refuses_or_names_every_bad_file(tmp_path, kind):
     elif kind == "truncated":
         torch.save({"w": torch.zeros(1000)}, path)
         path.write_bytes(path.read_bytes()[:500])
+    elif kind == "text":  # the unpickler reads "h" as an opcode with no memo entry (a KeyError inside torch)
+        path.write_text("hello\n")
+    elif kind == "yaml":
+        path.write_text("model:\n  depth: 18\n")
     else:
         torch.save({"layers": [torch.zeros(2), Payload(marker)]}, path)
     error = UnsafeFileError if kind in ("bare_pickle", "unsafe_in_list") else ValueError

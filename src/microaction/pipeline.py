@@ -369,6 +369,22 @@ def _stored_datamodule(dm_cls: type | None, data_cfg: dict, stored: dict, ckpt_p
     return dm_cls(**stored)
 
 
+def load_task(ckpt_path: str) -> tuple[L.LightningModule, type | None, dict]:
+    """The task of a checkpoint train.py wrote, rebuilt with its weights; the datamodule class the checkpoint
+    names (None: none) and its stored data settings (a mapping, empty when it holds none).
+
+    The file is read with weights_only=True (tensors and plain values only), and only the registered classes
+    of ``microaction.registry`` are built, from the stored values as plain arguments (``_checkpoint_classes``):
+    a ``_target_`` the file names is never imported or called.
+    """
+    checkpoint = load_torch_file(ckpt_path, "ckpt_path")
+    task_cls, task_hparams, dm_cls, stored = _checkpoint_classes(checkpoint, ckpt_path)
+    module = task_cls(**task_hparams)
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
+    return module, dm_cls, stored
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on val or test: metrics.json, predictions CSV, confusion PNGs."""
     check_config(cfg)
@@ -385,11 +401,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         save_resolved_config(cfg, out_dir)
     _seed(cfg)
 
-    checkpoint = load_torch_file(ckpt_path, "ckpt_path")  # tensors and plain values only (weights_only=True)
-    task_cls, task_hparams, dm_cls, stored = _checkpoint_classes(checkpoint, ckpt_path)
-    module = task_cls(**task_hparams)
-    module.on_load_checkpoint(checkpoint)
-    module.load_state_dict(checkpoint["state_dict"])
+    module, dm_cls, stored = load_task(ckpt_path)
     distributed.apply_accel(module, cfg, layout)
 
     # Data: the run's settings from the checkpoint, with what this command line overrides.

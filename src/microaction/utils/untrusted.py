@@ -54,7 +54,8 @@ def load_torch_file(path: str | Path, key: str, *, mmap: bool = False) -> Any:
             f"{key}={path}: not loaded: not a PyTorch file of tensors and plain values "
             f"(corrupt, or pickled with other objects): {_first_line(err)}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:
+        # the unpickler reads any bytes as opcodes: a text file fails as a KeyError, IndexError or ValueError
         raise ValueError(f"{key}={path}: not loaded: not a readable PyTorch file (truncated or corrupt?): "
                          f"{_first_line(err) or type(err).__name__}") from None
 
