@@ -145,6 +145,15 @@ COVERED = {
     "python scripts/export.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt format=torchscript "
     "out=exported/manet.torchscript.pt":
         "test_export.py::test_the_documented_commands_write_and_report_parity (as above; out= in the test's folder)",
+    "python predict.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt input=interview.mp4":
+        "test_predict.py runs it as printed from the repository root, on an emotion checkpoint built there and a "
+        "video written there",
+    "python predict.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt input=videos/ predict.overlay=true":
+        "test_predict.py runs it as printed from the repository root, on a copy of a tiny train.py run's "
+        "checkpoint and a folder of videos written there",
+    "python predict.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt input=videos.txt "
+    "hydra.run.dir=logs/predict/runs/<time>":
+        "test_predict.py runs it as printed, in the run folder of the folder command, and checks what it skipped",
 }
 
 NOT_HERE = {
@@ -191,6 +200,7 @@ RUN = {
     "python scripts/prepare_ma52.py /data/MA-52 /fast/ma52_256": [],
     "python train.py experiment=ma52_manet data.root=/fast/ma52_256": TINY_R18,
     "python scripts/bench_loader.py": BENCH_LOADER_TINY,
+    "python scripts/bench_predict.py": ["--minutes", "0.2", "0.4", "--fps", "5"],
     "python scripts/bench_loader.py --source /data/MA-52 --split val --clips 24": BENCH_LOADER_TINY,
     "python scripts/bench_model.py model=manet model.depth=18 --batch-size 2 --frames 8 --size 112 --device cpu "
     "--steps 3": BENCH_MODEL_TINY,
