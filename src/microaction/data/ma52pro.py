@@ -29,7 +29,7 @@ from ..utils.checks import ConfigError, check_data_settings
 from .annotations import AnnotationError, list_path, read_label_names, read_pro_list
 from .datamodule import ClipDataModule
 from .dataset import MA52Dataset
-from .faces import DEFAULT_MARGIN, FaceTrackMissingError, crop_faces, read_track, track_path
+from .faces import DEFAULT_MARGIN, FaceTrack, FaceTrackMissingError, crop_faces, read_track, track_path
 from .transforms import CenterCrop, MultiScaleCrop
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,16 @@ class MA52ProDataset(MA52Dataset):
         self.face_margin = face_margin
         self.align_faces = align_faces
         self.flip_faces_p = flip_faces_p
+        # each video's face track, read once per process (a few kB each; workers fill their own copy)
+        self._tracks: dict[str, FaceTrack] = {}
         super().__init__(*args, **kwargs)
+
+    def track(self, name: str) -> FaceTrack:
+        """The face track of video ``name`` of this split (read on first use, then kept)."""
+        track = self._tracks.get(name)
+        if track is None:
+            track = self._tracks[name] = read_track(track_path(self.root, self.split, name))
+        return track
 
     def read_records(self) -> list:
         emotions = self.label_space.label_set("emotion")
@@ -85,10 +94,10 @@ class MA52ProDataset(MA52Dataset):
 
     def no_face(self) -> list[str]:
         """The videos of this split whose track holds no face (their face clip is the whole frame)."""
-        return [r.name for r in self.records if not read_track(track_path(self.root, self.split, r.name)).found]
+        return [r.name for r in self.records if not self.track(r.name).found]
 
     def make_sample(self, rec, frames: np.ndarray, indices: np.ndarray) -> dict:
-        track = read_track(track_path(self.root, self.split, rec.name))
+        track = self.track(rec.name)
         faces = crop_faces(frames, track, indices, self.face_size, align=self.align_faces, margin=self.face_margin)
         face = torch.from_numpy(faces).permute(0, 3, 1, 2)
         if self.train and self.flip_faces_p and torch.rand(()) < self.flip_faces_p:
