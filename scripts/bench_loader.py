@@ -52,20 +52,11 @@ from microaction.data.annotations import list_path, read_list, video_dir  # noqa
 from microaction.data.datamodule import MA52DataModule, default_num_workers  # noqa: E402
 from microaction.data.layout import write_label_names, write_lists  # noqa: E402
 from microaction.data.prepare import EncodeSettings, prepare  # noqa: E402
+from microaction.utils.cli import parse_size  # noqa: E402
 from microaction.data.sampling import segment_indices  # noqa: E402
 from microaction.data.video import read_frames, write_clip  # noqa: E402
 
 SPLIT = "val"
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    if w < 16 or h < 16 or w % 2 or h % 2:
-        raise argparse.ArgumentTypeError(f"sizes must be even and >= 16, got {text!r}")
-    return w, h
 
 
 # --- clips ----------------------------------------------------------------------------------

@@ -46,19 +46,10 @@ except ImportError:
 import av  # noqa: E402
 
 from microaction.data.sampling import segment_indices  # noqa: E402
+from microaction.utils.cli import parse_size  # noqa: E402
 from microaction.data.video import DecodeStats, read_frames, write_clip  # noqa: E402
 
 KINDS = ("gop", "one_keyframe")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    if w < 16 or h < 16 or w % 2 or h % 2:
-        raise argparse.ArgumentTypeError(f"sizes must be even and >= 16, got {text!r}")
-    return w, h
 
 
 # --- clips ----------------------------------------------------------------------------------

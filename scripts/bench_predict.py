@@ -61,22 +61,13 @@ from microaction.timeline import (  # noqa: E402
     plan_windows,
     sample_indices,
 )
+from microaction.utils.cli import parse_size  # noqa: E402
 
 MODES = ("decode", "stream", "per_window")
 # The plan and the frame indices grow with the number of windows (here about 0.1 MB a minute of video);
 # frames held beyond what the windows need would grow far faster (9 KB a frame at 64x48, 50 MB for 10
 # minutes at 10 fps). A spread of the streamed peak over the lengths beyond this fails the run.
 RSS_SLACK_MB = 8.0
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    if w < 16 or h < 16 or w % 2 or h % 2:
-        raise argparse.ArgumentTypeError(f"sizes must be even and >= 16, got {text!r}")
-    return w, h
 
 
 def peak_rss_mb() -> float:

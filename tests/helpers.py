@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
@@ -149,3 +150,31 @@ def decodable_frames(path) -> int:
         except av.FFmpegError:
             pass
     return count
+
+
+# --- frames that carry their own index ------------------------------------------------------------------------
+CODE_W, CODE_H, CODE_BITS = 64, 48, 8
+
+
+def coded_frames(n: int, seed: int = 0, width: int = CODE_W, height: int = CODE_H) -> np.ndarray:
+    """uint8 [n, height, width, 3]: a texture moving 2 px a frame (so P- and B-frames carry real motion) with
+    the frame's index as an 8-bit code along the top edge (eight 8x8 blocks, dark = 0, light = 1)."""
+    rng = np.random.default_rng(seed)
+    tile = rng.integers(40, 216, size=(height, 3 * width, 3)).astype(np.uint8)
+    out = np.empty((n, height, width, 3), np.uint8)
+    for t in range(n):
+        out[t] = np.roll(tile, -2 * t, axis=1)[:, :width]
+        for b in range(CODE_BITS):
+            out[t, :8, 8 * b : 8 * b + 8] = 235 if (t >> b) & 1 else 20
+    return out
+
+
+def read_codes(frames: np.ndarray) -> list[int]:
+    """Frame indices from the code blocks of ``coded_frames`` as written (no rotation, no scaling)."""
+    blocks = frames[:, 2:6, :, :].astype(np.float64).mean(axis=(1, 3))  # [T, W]
+    codes = []
+    for row in blocks:
+        levels = [row[8 * b + 2 : 8 * b + 6].mean() for b in range(CODE_BITS)]
+        assert all(v < 60 or v > 195 for v in levels), levels  # clearly dark or light
+        codes.append(sum(1 << b for b, v in enumerate(levels) if v > 128))
+    return codes

@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from helpers import coded_frames, read_codes
 
 from microaction.data import video
 from microaction.data.sampling import segment_indices
@@ -27,28 +28,6 @@ N = 200  # 8 s
 W, H = 64, 48
 BITS = 8
 REPO = Path(__file__).resolve().parents[1]
-
-
-def coded_frames(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    tile = rng.integers(40, 216, size=(H, 3 * W, 3)).astype(np.uint8)
-    out = np.empty((n, H, W, 3), np.uint8)
-    for t in range(n):
-        out[t] = np.roll(tile, -2 * t, axis=1)[:, :W]
-        for b in range(BITS):
-            out[t, :8, 8 * b : 8 * b + 8] = 235 if (t >> b) & 1 else 20
-    return out
-
-
-def read_codes(frames: np.ndarray) -> list[int]:
-    """Frame indices from the code blocks of frames as written (no rotation, no scaling)."""
-    blocks = frames[:, 2:6, :, :].astype(np.float64).mean(axis=(1, 3))  # [T, W]
-    codes = []
-    for row in blocks:
-        levels = [row[8 * b + 2 : 8 * b + 6].mean() for b in range(BITS)]
-        assert all(v < 60 or v > 195 for v in levels), levels  # clearly dark or light
-        codes.append(sum(1 << b for b, v in enumerate(levels) if v > 128))
-    return codes
 
 
 def packets(path) -> list[tuple]:

@@ -61,7 +61,7 @@ from .timeline import (
     sample_indices,
     write_timeline,
 )
-from .utils.atomic import atomic_open, write_text_atomic
+from .utils.atomic import atomic_open, save_figure, write_text_atomic
 from .utils.checks import ConfigError
 
 log = logging.getLogger(__name__)
@@ -703,8 +703,6 @@ def emotion_figure(emotion: Sequence[float], names: Sequence[str], actions: Sequ
                    path: Path, title: str | None = None) -> Path:
     """A PNG of one video's emotion distribution (a bar per emotion) and its predicted actions with their
     probabilities listed beside it."""
-    import contextlib
-    import os
 
     from matplotlib.figure import Figure
 
@@ -724,15 +722,7 @@ def emotion_figure(emotion: Sequence[float], names: Sequence[str], actions: Sequ
     fig.text(0.58, top - 0.3 / height, "\n".join(lines), fontsize="small", va="top", linespacing=1.25)
     if title:
         fig.text(0.5, 1 - 0.12 / height, title, fontsize="medium", ha="center", va="top")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path)
 
 
 # --- resuming ------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 
 from .labels import LabelSpace
 from .metrics import METRIC_KEYS
-from .utils.atomic import atomic_open
+from .utils.atomic import atomic_open, save_figure
 
 def _as_float(value) -> float:
     return float(value.item() if hasattr(value, "item") else value)
@@ -192,8 +192,7 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: Path, title: str
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

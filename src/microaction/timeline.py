@@ -25,7 +25,6 @@ import csv
 import io
 import json
 import math
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 
 from .data.sampling import segment_indices
 from .data.video import DecodeStats, iter_frames
-from .utils.atomic import atomic_open
+from .utils.atomic import atomic_open, save_figure
 
 # MA-52's clips last 1 to 7 s, 1.9 s on average (the MA-52 paper, section III-B: 22,422 clips, 12.29 h
 # in all; the dataset spec: "1-7 s, mean 1.9 s"). A window of 2 s holds one typical clip, the input the
@@ -631,13 +630,4 @@ def plot_timeline(segments: Sequence[Segment], duration_s: float, body_parts: Se
                   path_png: str | Path, title: str | None = None) -> Path:
     """Draw ``timeline_figure`` to a PNG at ``path_png`` (written to a temporary name, then renamed)."""
     fig = timeline_figure(segments, duration_s, body_parts, title)
-    path = Path(path_png)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path_png)

@@ -32,3 +32,18 @@ def write_text_atomic(path: str | Path, text: str, tag: str = ".part-", newline:
     with atomic_open(path, tag, newline) as f:
         f.write(text)
     return Path(path)
+
+
+def save_figure(fig, path: str | Path, tag: str = ".part-", **savefig_kwargs) -> Path:
+    """A matplotlib figure saved as a PNG at ``path``: written under a temporary name beside it, then renamed
+    (a reader never sees half a picture; the temporary file never stays behind). Missing folders are made."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{tag}{os.getpid()}")
+    try:
+        fig.savefig(tmp, format="png", **savefig_kwargs)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return path
