@@ -154,6 +154,9 @@ COVERED = {
     "python predict.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt input=videos.txt "
     "hydra.run.dir=logs/predict/runs/<time>":
         "test_predict.py runs it as printed, in the run folder of the folder command, and checks what it skipped",
+    "python scripts/eval_timeline.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt":
+        "test_eval_timeline.py runs it as printed from the repository root, on a copy of a tiny train.py run's "
+        "checkpoint, with two 3 s videos and its output folder appended",
 }
 
 NOT_HERE = {
