@@ -119,6 +119,26 @@ def test_good_values_pass(tiny_root):
     MA52DataModule(root=str(tiny_root), num_workers=0, flip_p=1, max_skipped_fraction=1, on_decode_error="skip")
 
 
+@pytest.mark.parametrize("kwargs,warned", [
+    ({"input_size": 48, "short_side": 80, "scales": [1.0]}, "evaluation centre-crops 48 of the 80-pixel short side (60%)"),
+    ({"input_size": [40, 24], "short_side": 64, "scales": [1.0, 0.875]}, "centre-crops 24 of the 64-pixel"),
+    ({"input_size": 224, "short_side": 256}, None),  # MA-52's convention: 87.5% against scales down to 0.66
+    ({"input_size": 112, "short_side": 128}, None),
+    ({"input_size": 32, "short_side": 32, "scales": [1.0]}, None),
+    ({"input_size": 32, "short_side": None, "scales": [1.0]}, None),  # frames as stored: not comparable
+])
+def test_an_evaluation_crop_narrower_than_training_is_warned(caplog, kwargs, warned):
+    """Training crops scales x the short side and resizes, evaluation centre-crops input_size of it: 48 of 80
+    pixels against whole-frame training crops shows the model the middle of the picture only at evaluation."""
+    with caplog.at_level("WARNING", logger="microaction.utils.checks"):
+        MA52DataModule(root="unused", num_workers=0, **kwargs)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "microaction.utils.checks"]
+    if warned is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and warned in warnings[0] and "data.short_side" in warnings[0]
+
+
 # --- trainer.limit_*_batches that leave a split without a batch -----------------------------------
 
 

@@ -12,9 +12,12 @@ values a checkpoint brings. A bad value that reached the decoder (``data.num_seg
 
 from __future__ import annotations
 
+import logging
 import math
 from numbers import Integral, Real
 from typing import Any, Iterable, Mapping
+
+log = logging.getLogger(__name__)
 
 DECODE_ERROR_MODES = ("auto", "skip", "raise")
 SPLITS = ("train", "val", "test")
@@ -114,9 +117,36 @@ def data_problems(values: Mapping[str, Any], prefix: str = "data.") -> list[str]
 
 
 def check_data_settings(values: Mapping[str, Any], prefix: str = "data.") -> None:
+    """Refuses the settings ``data_problems`` names (``ConfigError``); logs ``crop_mismatch``'s warning."""
     problems = data_problems(values, prefix)
     if problems:
         raise ConfigError(problems)
+    warning = crop_mismatch(values, prefix)
+    if warning:
+        log.warning(warning)
+
+
+def crop_mismatch(values: Mapping[str, Any], prefix: str = "data.") -> str | None:
+    """A warning when evaluation would see a much narrower view than training: evaluation centre-crops
+    ``input_size`` pixels of frames whose short side is ``short_side``, training crops ``scales`` x the short
+    side and resizes the crop to ``input_size``. Below 0.8 x the smallest training scale (e.g. 48 of 80
+    pixels, 60%, against whole-frame training crops) the model is scored on a part of the picture (the middle
+    of a figure) it never saw alone at that scale. MA-52's convention, 224 of 256 (87.5%) against scales down
+    to 0.66, passes. None when the settings agree or cannot be compared (``short_side`` null)."""
+    short, size, scales = values.get("short_side"), values.get("input_size"), _seq(values.get("scales"))
+    if not _is_int(short) or short < 1 or not scales:
+        return None
+    parts = _seq(size)
+    side = min(parts) if parts else size
+    if not _is_int(side):
+        return None
+    seen, smallest = side / short, min(float(s) for s in scales)
+    if seen >= 0.8 * smallest:
+        return None
+    return (f"{prefix}input_size={size} with {prefix}short_side={short}: evaluation centre-crops {side} of the "
+            f"{short}-pixel short side ({100 * seen:.0f}%), while training crops {100 * smallest:.0f}% of it or more "
+            f"({prefix}scales) and resizes the crop to {side}: the model is evaluated on a narrower view than it "
+            f"was trained on. Set {prefix}short_side near {prefix}input_size (MA-52's convention: 224 of 256)")
 
 
 def limit_problems(trainer: Mapping[str, Any], prefix: str = "trainer.") -> list[str]:
