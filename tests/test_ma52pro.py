@@ -22,6 +22,7 @@ from microaction.data.sampling import segment_indices
 from microaction.data.video import read_frames
 from microaction.data.ma52pro import MA52ProDataModule
 from microaction.labels import LabelSpace
+from microaction.utils.checks import ConfigError
 
 # the emotion task at test size: sizes only (the recipes' own folders and data)
 PRO_TINY = [*TINY, "data.face_size=16", "task.dim=16", "task.encoder_heads=2", "data.num_workers=0"]
@@ -98,6 +99,31 @@ def test_samples_carry_body_and_face_clips_emotion_and_the_listed_actions(pro_ro
     assert batch["video"].dtype == torch.float32 and batch["face"].dtype == torch.float32  # both normalised
     assert batch["actions"].shape == (2, 52)
     assert dm.no_face == {"train": [], "val": []}
+
+
+def test_faces_cut_at_a_larger_short_side_and_the_body_scaled_down_to_its_own(pro_root):
+    """face_short_side=40 with short_side=20: the frames are decoded at 40; the face clips equal a dataset's
+    that decodes at 40, the body clip is those frames scaled (antialiased) to a short side of 20, then cropped."""
+    from torchvision.transforms.v2.functional import center_crop, resize
+
+    common = dict(num_segments=3, input_size=16, face_size=16, num_workers=0)
+    both = MA52ProDataModule(str(pro_root), short_side=20, face_short_side=40, **common)
+    faces40 = MA52ProDataModule(str(pro_root), short_side=40, **common)
+    for dm in (both, faces40):
+        dm.setup("validate")
+    ds, ref = both.datasets["val"], faces40.datasets["val"]
+    for i, rec in enumerate(ds.records):
+        s, r = ds[i], ref[i]
+        assert torch.equal(s["face"], r["face"])
+        # the body clip, by hand: the evaluation loader's frames at 40 (40 x 48), scaled to 20 x 24, centre crop
+        frames = read_frames(pro_root / "videos_val" / rec.name, lambda n: segment_indices(n, 3, False),
+                             short_side=40)
+        body = torch.from_numpy(frames).permute(0, 3, 1, 2)
+        assert body.shape[-2:] == (48, 40)
+        expected = center_crop(resize(body, [24, 20], antialias=True), [16, 16])
+        assert s["video"].shape == (3, 3, 16, 16) and torch.equal(s["video"], expected)
+    with pytest.raises(ConfigError, match=r"data.face_short_side=4: expected an integer >= 8"):
+        MA52ProDataModule(str(pro_root), face_short_side=4, **common)
 
 
 def test_a_video_without_a_face_falls_back_to_the_whole_frame_counted(pro_root, tmp_path):
@@ -196,9 +222,13 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
-def test_compare_emotion_trains_the_three_rows_and_their_figures_match_sklearn(checkout, pro_root):
+def test_compare_emotion_trains_the_three_rows_and_their_figures_match_sklearn(checkout, pro_root, tiny_root):
+    # the MA-52 stand-in MANet the rows start from: tiny, on the tiny MA-52 dataset
     proc = run_as_typed("python scripts/compare_emotion.py", checkout,
-                        ["--epochs", "1", "--", *PRO_TINY, f"data.root={pro_root}", "data.generate=null",
+                        ["--init-args", *TINY, f"data.root={tiny_root}", "data.generate=null", "data.num_workers=0",
+                         # procedural_manet validates every fourth epoch: a one-epoch run validates its only one
+                         "trainer.check_val_every_n_epoch=1",
+                         "--epochs", "1", "--", *PRO_TINY, f"data.root={pro_root}", "data.generate=null",
                          "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0",
                          # the recipe validates every third epoch; a one-epoch run validates its only one
                          "trainer.check_val_every_n_epoch=1"], timeout=900)
@@ -209,6 +239,11 @@ def test_compare_emotion_trains_the_three_rows_and_their_figures_match_sklearn(c
     assert "mAP" not in summary["results"]["face"] and "mAP" in summary["results"]["full"]
     runs = Path(summary["runs"])
     assert runs.is_relative_to(checkout / "logs" / "compare_emotion")
+    # every row's branches start from the best checkpoint of the MANet trained first
+    assert summary["init"] == json.loads((runs / "ma52_manet" / "metrics.json").read_text())["best_checkpoint"]
+    assert Path(summary["init"]).is_file()
+    for row in ("face", "action", "full"):
+        assert summary["init"] in json.loads((runs / f"{row}_seed0" / "metrics.json").read_text())["init"]
     for row in ("face", "action", "full"):
         run = runs / f"{row}_seed0"
         metrics = json.loads((run / "metrics.json").read_text())

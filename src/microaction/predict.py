@@ -42,6 +42,7 @@ import torch
 
 from . import reports
 from .data.faces import FaceTrack, FaceTrackError, FaceTrackMissingError, crop_faces, read_track, write_track
+from .data.ma52pro import body_frames, decode_short_side
 from .data.transforms import CenterCrop, normalize
 from .data.video import DecodeError, probe, read_frames
 from .overlay import cell_probabilities, overlay_short_side, write_overlay
@@ -311,7 +312,9 @@ def resolve_device(setting: str) -> torch.device:
 class ClipSettings:
     """How a checkpoint's network sees a video, from the data settings stored with it: T frames
     (``num_segments``, the network's), scaled to ``short_side`` while decoding, centre-cropped to
-    ``input_size``; the emotion task's face clips: ``face_size`` pixels, ``face_margin``, ``align_faces``.
+    ``input_size``; the emotion task's face clips: ``face_size`` pixels, ``face_margin``, ``align_faces``, cut
+    from frames at ``face_short_side`` (None: ``short_side``; when larger, the frames are decoded at it and
+    scaled down for the body clip, as ``MA52ProDataset`` does).
     A setting the checkpoint does not store takes the default of the datamodule class it names."""
 
     num_segments: int
@@ -320,6 +323,7 @@ class ClipSettings:
     face_size: int = 112
     face_margin: float = 0.25
     align_faces: bool = True
+    face_short_side: int | None = None
 
     @classmethod
     def of(cls, task: torch.nn.Module, dm_cls: type | None, stored: Mapping[str, Any]) -> ClipSettings:
@@ -339,12 +343,19 @@ class ClipSettings:
 
         frames = getattr(task, "num_segments", None) or value("num_segments")
         return cls(int(frames), value("input_size"), value("short_side"), int(value("face_size", 112)),
-                   float(value("face_margin", 0.25)), bool(value("align_faces", True)))
+                   float(value("face_margin", 0.25)), bool(value("align_faces", True)), value("face_short_side"))
+
+    @property
+    def decode_short_side(self) -> int | None:
+        """The short side frames are decoded at (the emotion task's: the larger of body and face)."""
+        return decode_short_side(self.short_side, self.face_short_side)
 
     def clip(self, frames: np.ndarray) -> torch.Tensor:
         """Decoded frames (uint8 [T, H, W, 3]) as the evaluation loader delivers them: uint8 [T, 3, h, w],
-        centre-cropped to ``input_size`` (the datamodules' evaluation transform)."""
-        return CenterCrop(self.input_size)(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2))
+        scaled to ``short_side`` if they were decoded larger, centre-cropped to ``input_size`` (the
+        datamodules' evaluation transform)."""
+        clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        return CenterCrop(self.input_size)(body_frames(clip, self.short_side))
 
 
 def task_kind(task: torch.nn.Module, ckpt_path: str) -> str:
@@ -571,7 +582,7 @@ class _EmotionJob(_Job):
             chosen["indices"] = segment_indices(n, t, False)
             return chosen["indices"]
 
-        frames = read_frames(video.item.path, choose, self.clip.short_side, self.settings.decode_threads,
+        frames = read_frames(video.item.path, choose, self.clip.decode_short_side, self.settings.decode_threads,
                              num_frames=info["frames"],
                              on_partial=lambda packets, decoded: partial.append(
                                  f"decoded {decoded} of {packets} frames; sampled within those"))

@@ -11,7 +11,8 @@ The layout (docs/ma52pro.md)::
 
 A sample holds the body clip (``video``, as MA-52's: T frames over the whole video, cropped and
 resized), the face clip (``face``: the same T frames cropped around the tracked face, aligned by the
-eyes when the track has landmarks), the ``emotion`` id, the ``actions`` as a multi-hot vector over the
+eyes when the track has landmarks; with ``face_short_side`` larger than ``short_side`` the frames are
+decoded at that size for the face crops and scaled down to ``short_side`` for the body clip), the ``emotion`` id, the ``actions`` as a multi-hot vector over the
 52 classes and ``face_found`` (False: the video's track holds no face and ``face`` is the whole frame).
 """
 
@@ -23,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torchvision.transforms.v2.functional import resize
 
 from ..labels import EMOTIONS, LabelSpace
 from ..utils.checks import ConfigError, check_data_settings
@@ -31,6 +33,7 @@ from .datamodule import ClipDataModule
 from .dataset import MA52Dataset
 from .faces import DEFAULT_MARGIN, FaceTrack, FaceTrackMissingError, crop_faces, read_track, track_path
 from .transforms import CenterCrop, MultiScaleCrop
+from .video import scaled_size
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +54,32 @@ def read_emotion_names(root: Path) -> list[str]:
     return read_label_names(path, len(EMOTIONS))
 
 
+def decode_short_side(short_side: int | None, face_short_side: int | None) -> int | None:
+    """The short side the frames are decoded at: the larger of the body clip's (``short_side``) and the face
+    crops' (``face_short_side``; None: the body's); None (as stored) when either asks for that."""
+    if face_short_side is None or short_side is None:
+        return short_side
+    return max(short_side, face_short_side)
+
+
+def body_frames(clip: torch.Tensor, short_side: int | None) -> torch.Tensor:
+    """uint8 [T, 3, H, W] frames scaled (antialiased) so their short side is ``short_side``: the body clip's
+    frames when they were decoded larger for the face crops. Unchanged when ``short_side`` is None or the
+    short side is already at most ``short_side``."""
+    _, _, h, w = clip.shape
+    if short_side is None or min(h, w) <= short_side:
+        return clip
+    width, height = scaled_size(w, h, short_side)
+    return resize(clip, [height, width], antialias=True)
+
+
 class MA52ProDataset(MA52Dataset):
     """One sample per list line of an MA-52-Pro split (module docstring); decoding, skipping and
     reporting undecodable clips as ``MA52Dataset``. ``face_transform`` is applied to the face clip
     ([T, 3, S, S] uint8) in training (a horizontal flip), nothing at evaluation."""
 
     def __init__(self, *args, face_size: int = 112, face_margin: float = DEFAULT_MARGIN, align_faces: bool = True,
-                 flip_faces_p: float = 0.0, **kwargs):
+                 flip_faces_p: float = 0.0, face_short_side: int | None = None, **kwargs):
         self.face_size = face_size
         self.face_margin = face_margin
         self.align_faces = align_faces
@@ -65,6 +87,9 @@ class MA52ProDataset(MA52Dataset):
         # each video's face track, read once per process (a few kB each; workers fill their own copy)
         self._tracks: dict[str, FaceTrack] = {}
         super().__init__(*args, **kwargs)
+        # frames are decoded at the larger side; the body clip is scaled down to its own
+        self.body_short_side = self.short_side
+        self.short_side = decode_short_side(self.short_side, face_short_side)
 
     def track(self, name: str) -> FaceTrack:
         """The face track of video ``name`` of this split (read on first use, then kept)."""
@@ -102,7 +127,9 @@ class MA52ProDataset(MA52Dataset):
         face = torch.from_numpy(faces).permute(0, 3, 1, 2)
         if self.train and self.flip_faces_p and torch.rand(()) < self.flip_faces_p:
             face = face.flip(-1)
-        sample = {"video": self.clip_tensor(frames), "face": face.contiguous(), "face_found": track.found}
+        body = body_frames(torch.from_numpy(frames).permute(0, 3, 1, 2), self.body_short_side)
+        video = self.transform(body) if self.transform is not None else body
+        sample = {"video": video, "face": face.contiguous(), "face_found": track.found}
         if self.labelled:
             actions = torch.zeros(self.label_space.num_classes)
             actions[list(rec.actions)] = 1.0
@@ -136,6 +163,7 @@ class MA52ProDataModule(ClipDataModule):
         face_size: int = 112,
         face_margin: float = DEFAULT_MARGIN,
         align_faces: bool = True,
+        face_short_side: int | None = None,
         batch_size: int = 3,
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
@@ -160,6 +188,10 @@ class MA52ProDataModule(ClipDataModule):
             problems.append(f"data.face_margin={face_margin!r}: expected a number in [0, 2] (of the face box's side)")
         if not isinstance(align_faces, bool):
             problems.append(f"data.align_faces={align_faces!r}: expected true or false")
+        if face_short_side is not None and (not isinstance(face_short_side, int) or isinstance(face_short_side, bool)
+                                            or face_short_side < 8):
+            problems.append(f"data.face_short_side={face_short_side!r}: expected an integer >= 8 (pixels) or null "
+                            "(the body clip's data.short_side)")
         if problems:
             raise ConfigError(problems)
         self.init_clips(root, num_workers, generate)
@@ -211,6 +243,7 @@ class MA52ProDataModule(ClipDataModule):
             face_size=hp.face_size,
             face_margin=hp.face_margin,
             align_faces=hp.align_faces,
+            face_short_side=hp.get("face_short_side"),
             flip_faces_p=hp.flip_p if train else 0.0,
         )
         # every track read once here: a malformed one stops the run now, naming its file and line
