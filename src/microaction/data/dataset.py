@@ -187,7 +187,10 @@ class MA52Dataset(Dataset):
         return sample
 
     def clip_tensor(self, frames: np.ndarray) -> torch.Tensor:
-        clip = torch.from_numpy(frames).permute(0, 3, 1, 2)
+        """Decoded frames (uint8 [T, H, W, 3]) as the clip tensor [T, 3, h, w] after ``transform``."""
+        return self.transform_clip(torch.from_numpy(frames).permute(0, 3, 1, 2))
+
+    def transform_clip(self, clip: torch.Tensor) -> torch.Tensor:
         return self.transform(clip) if self.transform is not None else clip
 
 

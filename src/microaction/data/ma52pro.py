@@ -127,8 +127,7 @@ class MA52ProDataset(MA52Dataset):
         face = torch.from_numpy(faces).permute(0, 3, 1, 2)
         if self.train and self.flip_faces_p and torch.rand(()) < self.flip_faces_p:
             face = face.flip(-1)
-        body = body_frames(torch.from_numpy(frames).permute(0, 3, 1, 2), self.body_short_side)
-        video = self.transform(body) if self.transform is not None else body
+        video = self.transform_clip(body_frames(torch.from_numpy(frames).permute(0, 3, 1, 2), self.body_short_side))
         sample = {"video": video, "face": face.contiguous(), "face_found": track.found}
         if self.labelled:
             actions = torch.zeros(self.label_space.num_classes)
