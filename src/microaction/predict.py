@@ -616,15 +616,14 @@ class _EmotionJob(_Job):
             return track, {"face_source": "track", "face_detail": str(path)}
         if self.detector is None:
             return _no_face(num_frames), {"face_source": "whole_frame", "face_detail": self.no_detector}
-        from .data.face_detection import _largest, _row
+        from .data.face_detection import face_row
 
         rows, seen = [], set()
         for k, rgb in zip(indices.tolist(), frames):
             if k in seen:  # a video shorter than T frames repeats frames
                 continue
             seen.add(k)
-            face = _largest(self.detector(rgb))
-            row = None if face is None else _row(k, face, rgb.shape[1], rgb.shape[0], self.detector.landmarks)
+            row = face_row(self.detector, k, rgb, bool(self.detector.landmarks))
             if row is not None:
                 rows.append(row)
         rel = f"faces/{video.name}.csv"

@@ -224,6 +224,15 @@ def _row(index: int, face: Face, width: int, height: int, with_landmarks: bool) 
     return row
 
 
+def face_row(detector, index: int, rgb: np.ndarray, with_landmarks: bool | None = None) -> tuple[float, ...] | None:
+    """The face-track row of frame ``index`` (uint8 RGB [H, W, 3]): ``detector``'s largest face, as fractions of
+    the frame (landmarks when ``with_landmarks``, default: when the detector gives them); None without a face."""
+    if with_landmarks is None:
+        with_landmarks = bool(getattr(detector, "landmarks", False))
+    face = _largest(detector(rgb))
+    return None if face is None else _row(index, face, rgb.shape[1], rgb.shape[0], with_landmarks)
+
+
 def detect_video(path: str | Path, detector: Callable[[np.ndarray], list[Face]], every: int = 1,
                  short_side: int | None = DEFAULT_SHORT_SIDE) -> VideoFaces:
     """Run ``detector`` on every ``every``-th frame of the video; one row per frame with a face
@@ -236,11 +245,9 @@ def detect_video(path: str | Path, detector: Callable[[np.ndarray], list[Face]],
         if rgb is None:
             continue
         sampled += 1
-        face = _largest(detector(rgb))
-        if face is not None:
-            row = _row(n, face, rgb.shape[1], rgb.shape[0], with_landmarks)
-            if row is not None:
-                rows.append(row)
+        row = face_row(detector, n, rgb, with_landmarks)
+        if row is not None:
+            rows.append(row)
     if frames == 0:
         raise DecodeError(path, "no frame could be decoded")
     return VideoFaces(rows, frames, sampled)
