@@ -3,11 +3,16 @@
 
     python scripts/compare_temporal.py                      # the CPU recipe (conf/experiment/procedural_*.yaml)
     python scripts/compare_temporal.py --models tsn tsm --seed 1
+    # the paper's two ablations too, each row over three training seeds (mean ± sample std)
+    python scripts/compare_temporal.py --models tsn tsm manet wo_se wo_emb --seeds 0 1 2
     # other data need their own root: a dataset made with other arguments is refused, not reused
     python scripts/compare_temporal.py -- data.root='${paths.data_dir}/proc_crf23' data.generate_kwargs.crf=23
 
 Each model is an ordinary `train.py experiment=procedural_<model>` run (its folder under
---out holds metrics.json, checkpoints, predictions). The dataset is generated once first.
+--out holds metrics.json, checkpoints, predictions; `<model>_seed<N>` with several seeds). The
+dataset is generated once first. `wo_se` (TSM with the label-embedding loss) and `wo_emb` (MANet
+with alpha 0) are the paper's ablations of MANet (its Table V), derived from procedural_manet as
+ma52_wo_se / ma52_wo_emb are from ma52_manet.
 The table is printed in the benchmark's metrics (%, test split) plus two figures on the
 order-only pairs (classes whose clips are each other's frames reversed):
 
@@ -17,7 +22,10 @@ order-only pairs (classes whose clips are each other's frames reversed):
 - pair top-1: action top-1 on those clips, averaged per class.
 
 and, for the long tail, the fine-class macro F1 over the 17 classes with the most MA-52 training
-clips (F1_head) and over the 17 with the fewest (F1_tail).
+clips (F1_head) and over the 17 with the fewest (F1_tail; microaction.results.head_tail_f1). With
+several --seeds each cell is the mean ± sample standard deviation over the seeds (the data stay the
+same: their seed is data.generate_kwargs.seed). The table is also written as comparison.md,
+comparison.csv (means and spreads) and comparison.tex (microaction.results).
 
 The last line of output is a JSON object with the same figures.
 """
@@ -31,10 +39,14 @@ import time
 from pathlib import Path
 
 from microaction.labels import LabelSpace
-from microaction.utils.comparison import prepare_data, train_run, with_data_dir
+from microaction.results import Column, Table, head_tail_f1, load_job, write_table
+from microaction.utils.comparison import (over_seeds, prepare_data, seeds_text, table_over_seeds, train_run,
+                                          with_data_dir)
 
 REPO = Path(__file__).resolve().parents[1]
+# the default rows; the ablations on request (conf/experiment/procedural_<model>.yaml each)
 MODELS = ("tsn", "tsm", "manet")
+ABLATIONS = ("wo_se", "wo_emb")
 COLUMNS = ("F1_mean", "body_top1", "action_top1", "action_top5", "action_F1_macro", "F1_head", "F1_tail",
            "pair_acc", "pair_top1")
 
@@ -74,52 +86,44 @@ def pair_scores(predictions_csv: Path, pairs) -> dict[str, float]:
             "pair_classes": len(wins)}
 
 
-def head_tail_f1(predictions_csv: Path, train_counts, third: int | None = None) -> dict[str, float]:
-    """Macro F1 over the classes with the most training clips (head) and the fewest (tail).
+TITLE = "procedural MA-52 stand-in, test split (%)"
 
-    Classes are ranked by MA-52's training counts; head and tail are the top and bottom
-    ``third`` (default: a third of the classes). Per-class F1 is 2 TP / (2 TP + FP + FN),
-    0 for a class with no clip and no prediction.
-    """
-    k = len(train_counts)
-    third = third or k // 3
-    order = sorted(range(k), key=lambda c: (-train_counts[c], c))
-    tp, fp, fn = [0] * k, [0] * k, [0] * k
-    with predictions_csv.open() as f:
-        for row in csv.DictReader(f):
-            label, pred = int(row["label"]), int(row["pred"])
-            if label == pred:
-                tp[label] += 1
-            else:
-                fp[pred] += 1
-                fn[label] += 1
 
-    def macro(classes) -> float:
-        f1 = [2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]) if tp[c] + fp[c] + fn[c] else 0.0 for c in classes]
-        return sum(f1) / len(f1)
-
-    return {"F1_head": macro(order[:third]), "F1_tail": macro(order[-third:])}
+def comparison_table(results: dict[str, dict], seeds: list[int] | None = None) -> Table:
+    """One row per model (``results``: model -> ``over_seeds`` figures, each run under ``"runs"``): the figures
+    in % (two decimals) and the seconds a run took, mean ± sample std over the seeds."""
+    seeds = seeds or sorted({int(s) for r in results.values() for s in r["runs"]})
+    rows = [([model], {int(s): run for s, run in r["runs"].items()}) for model, r in results.items()]
+    return table_over_seeds(f"{TITLE}, {seeds_text(seeds)}", ["model"],
+                            rows, [*(Column(c) for c in COLUMNS), Column("seconds", "train+eval s", digits=0)],
+                            percent=COLUMNS)
 
 
 def markdown_table(results: dict[str, dict]) -> str:
-    head = "| model | " + " | ".join(COLUMNS) + " | train+eval s |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
-    for model, r in results.items():
-        cells = " | ".join(f"{100 * r[c]:.2f}" for c in COLUMNS)
-        lines.append(f"| {model} | {cells} | {r['seconds']:.0f} |")
-    return "\n".join(lines)
+    return comparison_table(results).to_markdown()
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + ABLATIONS,
+                   help="rows, in this order (default: %(default)s); wo_se and wo_emb are the paper's ablations")
     p.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs (default: the experiment's)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (the dataset's seed is data.generate_kwargs.seed)")
+    seed_group = p.add_mutually_exclusive_group()
+    seed_group.add_argument("--seed", type=int, default=None,
+                            help="training seed (default 0; the dataset's seed is data.generate_kwargs.seed)")
+    seed_group.add_argument("--seeds", type=int, nargs="+", default=None,
+                            help="several training seeds: every model is trained once per seed, each cell their "
+                                 "mean ± sample std")
     p.add_argument("--out", type=Path, default=None, help="run folders go here (default: logs/compare_temporal/<time>)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run (after --)")
     args = p.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         p.error(f"--epochs {args.epochs}: expected at least 1")
+    for flag, values in (("--models", args.models), ("--seeds", args.seeds or [])):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            p.error(f"{flag}: {', '.join(repeated)} given more than once")
+    seed_list = args.seeds or [0 if args.seed is None else args.seed]
 
     overrides = with_data_dir(REPO, args.overrides)
     out = (args.out or REPO / "logs" / "compare_temporal" / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
@@ -130,25 +134,34 @@ def main(argv: list[str] | None = None) -> dict:
         meta = json.load(f)
     pairs = [tuple(x) for x in meta["order_pairs"]]
 
-    results: dict[str, dict] = {}
-    for model in args.models:
-        run_dir = out / model
-        metrics, seconds = train_run(REPO, model, f"procedural_{model}", run_dir, overrides, args.seed, args.epochs)
-        test = metrics["test"]
-        results[model] = {**{k: float(test[k]) for k in COLUMNS[:5]},
-                          **head_tail_f1(run_dir / "predictions_test.csv", LabelSpace.ma52().train_counts),
-                          **pair_scores(run_dir / "predictions_test.csv", pairs),
-                          "val_F1_mean": float(metrics["val"]["F1_mean"]), "seconds": seconds}
-        print(f"{model}: test F1_mean {100 * results[model]['F1_mean']:.2f}, "
-              f"pair acc {100 * results[model]['pair_acc']:.2f} ({seconds:.0f} s)", flush=True)
+    runs: dict[str, dict[int, dict]] = {model: {} for model in args.models}
+    for seed in seed_list:
+        for model in args.models:
+            # one seed: <out>/<model> as always; several: <out>/<model>_seed<N>
+            name = model if len(seed_list) == 1 else f"{model}_seed{seed}"
+            run_dir = out / name
+            _, seconds = train_run(REPO, name, f"procedural_{model}", run_dir, overrides, seed, args.epochs)
+            job = load_job(run_dir)
+            test, val = job.split_metrics("test"), job.split_metrics("val") or {}
+            run = {**{k: float(test[k]) for k in COLUMNS[:5]},
+                   **head_tail_f1(run_dir / "predictions_test.csv", LabelSpace.ma52().train_counts),
+                   **pair_scores(run_dir / "predictions_test.csv", pairs),
+                   "val_F1_mean": float(val["F1_mean"]) if "F1_mean" in val else None, "seconds": seconds,
+                   "run": str(run_dir)}
+            runs[model][seed] = run
+            print(f"{name}: test F1_mean {100 * run['F1_mean']:.2f}, pair acc {100 * run['pair_acc']:.2f} "
+                  f"({seconds:.0f} s)", flush=True)
+    results = {model: over_seeds(by_seed) for model, by_seed in runs.items()}
 
-    table = markdown_table(results)
-    print("\nprocedural MA-52 stand-in, test split (%)\n" + table)
-    summary = {"data": str(root), "data_arguments": meta["arguments"], "order_pairs": pairs, "seed": args.seed,
+    table = comparison_table(results, seed_list)
+    print(f"\n{table.title}\n" + table.to_markdown())
+    summary = {"data": str(root), "data_arguments": meta["arguments"], "order_pairs": pairs,
+               "seed": seed_list[0] if len(seed_list) == 1 else None, "seeds": seed_list,
                "epochs": args.epochs, "overrides": overrides, "runs": str(out),
                "wall_s": round(time.time() - start, 1), "results": results}
     (out / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "comparison.md").write_text(table + "\n")
+    # comparison.md (the table), .csv (values and the columns' spread) and .tex
+    write_table(table, out, "comparison", title=False)
     print(json.dumps(summary))
     return summary
 

@@ -134,3 +134,39 @@ def tiny_trained_run(tiny_root, tmp_path_factory):
         mp.setenv("TORCH_HOME", str(run_dir.parent / "torch_home"))
         train(compose_train([*BASE_TINY, f"data.root={tiny_root}", "test=false"], run_dir))
     return run_dir
+
+
+# the sweep as the docs print it (docs/results.md)
+SWEEP_COMMAND = "python train.py -m experiment=quickstart seed=0,1 loss.alpha=0,5"
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tiny_root, tmp_path_factory):
+    """``python train.py -m experiment=quickstart seed=0,1 loss.alpha=0,5`` (4 jobs) run as a user types it from
+    the repository's root, into a logs folder of its own (``MICROACTION_LOGS``), on ``tiny_root``, with
+    ``helpers.TINY``'s sizes with val and test batches of 16 clips (non-trivial metrics), logging to the
+    CSV logger, TensorBoard and W&B (offline: no key) at once, so that every reader of a run's history has real
+    files. Returns ``SimpleNamespace(logs=..., sweep=..., jobs=[job folders by number])``.
+
+    Shared by tests/test_results.py and tests/test_notebooks.py; they read it and edit copies, never the jobs' files
+    (sweep_results.ipynb adds the sweep's results/ folder, as it does for a user)."""
+    import shlex
+    import subprocess
+    import sys
+
+    from helpers import REPO, TINY, user_env
+
+    logs = tmp_path_factory.mktemp("sweep_logs")
+    env = user_env(logs)
+    env["MICROACTION_LOGS"] = str(logs)
+    # TINY scores one batch of val and test: a batch of 16 clips instead of 4
+    extra = [f"data.root={tiny_root}", "data.generate=null", *TINY, "data.eval_batch_size=16",
+             "logger=[csv,tensorboard,wandb]", "callbacks.rich_progress_bar=null", "extras.print_config=false"]
+    argv = shlex.split(SWEEP_COMMAND)
+    proc = subprocess.run([sys.executable, *argv[1:], *extra], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(f"{SWEEP_COMMAND} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    (sweep,) = (logs / "train" / "multiruns").iterdir()
+    jobs = sorted((p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()), key=lambda p: int(p.name.split("_")[0]))
+    return SimpleNamespace(logs=logs, sweep=sweep, jobs=jobs, command=SWEEP_COMMAND, extra=extra)

@@ -86,6 +86,14 @@ TINY = [
 # FAST with TINY's sizes and no logger: the smallest complete training run the real configs make
 BASE_TINY = [a for a in FAST if a.split("=")[0] not in {t.split("=")[0] for t in TINY}] + TINY + ["logger=none"]
 
+# Appended (after `--`) to the procedural comparison scripts (scripts/compare_temporal.py, compare_recipes.py):
+# the smallest procedural dataset (one test clip per class) and two training batches. The data root is the
+# recipe's and refuses a dataset made with other arguments, so every test running these scripts in the one
+# `checkout` appends exactly these: the data are generated once and reused.
+PROCEDURAL_TINY = ["data.generate_kwargs.scale=0.001", "data.generate_kwargs.size=[32,24]",
+                   "data.generate_kwargs.num_subjects=6", "data.num_segments=4", "data.batch_size=8",
+                   "trainer.limit_train_batches=2"]
+
 
 def copy_checkout(dest: Path) -> Path:
     """The repository's files as a fresh clone has them (tracked and not ignored), copied to ``dest``."""

@@ -1,4 +1,5 @@
-"""scripts/compare_temporal.py: its pair and head/tail figures against hand counts and sklearn, and a real run."""
+"""scripts/compare_temporal.py: its pair and head/tail figures against hand counts and sklearn, the ablation
+experiments against the paper's, and real runs (one seed; the ablations over two seeds)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
-from helpers import REPO, run_as_typed
+from helpers import PROCEDURAL_TINY, REPO, run_as_typed
 
 spec = importlib.util.spec_from_file_location("compare_temporal", REPO / "scripts" / "compare_temporal.py")
 compare_temporal = importlib.util.module_from_spec(spec)
@@ -63,6 +65,7 @@ def test_unlabelled_or_pairless_predictions_are_refused(tmp_path):
 
 
 def test_head_and_tail_f1_against_sklearn(tmp_path):
+    # the definition is microaction.results.head_tail_f1, shared with scripts/compare_recipes.py
     from sklearn.metrics import f1_score
 
     rng = np.random.default_rng(0)
@@ -83,10 +86,8 @@ def test_compare_temporal_end_to_end(checkout):
     repository, with tiny sizes appended: generation, two real train.py runs, the table and the JSON line."""
     runs = checkout / "logs" / "compare_temporal"
     before = set(runs.iterdir()) if runs.is_dir() else set()
-    proc = run_as_typed("python scripts/compare_temporal.py", checkout, [
-        "--models", "tsn", "tsm", "--epochs", "1", "--",
-        "data.generate_kwargs.scale=0.001", "data.generate_kwargs.size=[32,24]", "data.generate_kwargs.num_subjects=6",
-        "data.num_segments=4", "data.batch_size=8", "trainer.limit_train_batches=2"])
+    proc = run_as_typed("python scripts/compare_temporal.py", checkout,
+                        ["--models", "tsn", "tsm", "--epochs", "1", "--", *PROCEDURAL_TINY])
     (out,) = [p for p in runs.iterdir() if p not in before]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert list(summary["results"]) == ["tsn", "tsm"]
@@ -101,3 +102,64 @@ def test_compare_temporal_end_to_end(checkout):
         # the smallest dataset has one test clip per class: 8 clips in the 8 order-only classes
         assert r["pair_clips"] == 8 and r["pair_classes"] == 8
         assert f"| {model} | {100 * r['F1_mean']:.2f} |" in table
+
+
+def test_ablation_experiments_derive_from_the_procedural_recipe_as_the_papers_do():
+    """procedural_wo_se / procedural_wo_emb are to procedural_manet what ma52_wo_se / ma52_wo_emb are to
+    ma52_manet: the same network and loss changes, nothing else."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    def composed(experiment):
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=[f"experiment={experiment}"])
+        return OmegaConf.to_container(cfg, resolve=False)
+
+    def differences(a, b, prefix=""):
+        keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else None
+        if keys is None:
+            return set() if a == b else {prefix.rstrip(".")}
+        return set().union(*(differences(a.get(k), b.get(k), f"{prefix}{k}.") for k in keys)) if keys else set()
+
+    for ablation in ("wo_se", "wo_emb"):
+        paper = differences(composed("ma52_manet"), composed(f"ma52_{ablation}")) - {"tags"}
+        ours = differences(composed("procedural_manet"), composed(f"procedural_{ablation}")) - {"tags"}
+        assert ours == paper and ours, (ablation, ours, paper)
+    assert composed("procedural_wo_se")["model"]["name"] == "tsm"
+    assert composed("procedural_wo_se")["loss"]["alpha"] == composed("procedural_manet")["loss"]["alpha"] == 5.0
+    assert composed("procedural_wo_emb")["model"]["name"] == "manet"
+    assert composed("procedural_wo_emb")["loss"]["alpha"] == 0.0
+
+
+def test_ablations_over_two_seeds_end_to_end(checkout):
+    """`--models wo_emb --seeds 0 1` (a row of the documented 3-seed command and its seed handling, at the tiny
+    size, one validation batch): one run per seed, the row's cells the mean ± sample std of its runs' own figures.
+    wo_se's composition is checked above; it runs through the same code."""
+    runs = checkout / "logs" / "compare_temporal"
+    before = set(runs.iterdir()) if runs.is_dir() else set()
+    proc = run_as_typed("python scripts/compare_temporal.py", checkout,
+                        ["--models", "wo_emb", "--seeds", "0", "1", "--epochs", "1", "--", *PROCEDURAL_TINY,
+                         "trainer.limit_val_batches=1"])
+    (out,) = [p for p in runs.iterdir() if p not in before]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert list(summary["results"]) == ["wo_emb"] and summary["seeds"] == [0, 1]
+    table = (out / "comparison.md").read_text()
+    header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    for model, r in summary["results"].items():
+        assert set(r["runs"]) == {"0", "1"}
+        f1 = []
+        for seed in (0, 1):
+            run = out / f"{model}_seed{seed}"
+            hydra = (run / ".hydra" / "overrides.yaml").read_text()
+            assert f"experiment=procedural_{model}" in hydra and f"seed={seed}" in hydra
+            f1.append(100 * json.loads((run / "metrics.json").read_text())["test"]["F1_mean"])
+            assert r["runs"][str(seed)]["F1_mean"] == pytest.approx(f1[-1] / 100)
+        assert r["F1_mean"] == pytest.approx(np.mean(f1) / 100)
+        assert r["std"]["F1_mean"] == pytest.approx(np.std(f1, ddof=1) / 100)
+        (line,) = [ln for ln in table.splitlines() if ln.startswith(f"| {model} |")]
+        cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+        assert cells["F1_mean"] == f"{np.mean(f1):.2f} ± {np.std(f1, ddof=1):.2f}" and cells["n"] == "2"
+    # MANet without the embedding loss
+    config = yaml.safe_load((out / "wo_emb_seed0" / "config_resolved.yaml").read_text())
+    assert (config["model"]["name"], config["loss"]["alpha"]) == ("manet", 0.0)
+

@@ -73,9 +73,11 @@ def test_ddp_sim_scores_every_clip_once_like_a_single_process(odd_root, tmp_path
     # rank 0 alone writes: one logger version, checkpoints without duplicates, rank 1 only its log
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best_epoch000.ckpt", "last.ckpt"]
     assert not list(run_dir.rglob("version_*"))
-    with (run_dir / "csv" / "metrics.csv").open() as f:
-        logged = [r for r in csv.DictReader(f) if r.get("val/num_clips")]
-    assert [float(r["val/num_clips"]) for r in logged] == [51.0, 51.0]  # fit's validation, then the final one
+    rows = _rows(run_dir / "csv" / "metrics.csv")
+    assert [float(r["val/num_clips"]) for r in rows if r.get("val/num_clips")] == [51.0]  # fit's validation
+    # the final one, logged once as evaluation (no epoch), not as one more epoch
+    (final,) = [r for r in rows if r.get("eval/val/num_clips")]
+    assert float(final["eval/val/num_clips"]) == 51.0 and not final.get("epoch")
 
 
 def test_multirun_with_ddp_is_refused_before_any_work(tiny_root, tmp_path):

@@ -91,7 +91,30 @@ COVERED = {
     "python train.py -m loss.alpha=0,0.1,1,2,5,10": "test_commands_as_typed.py::test_alpha_sweep_as_typed",
     "python scripts/compare_temporal.py": "test_compare_temporal.py::test_compare_temporal_end_to_end runs it as "
         "printed from a copy of the repository, with tiny sizes appended",
+    "python scripts/compare_temporal.py --models tsn tsm manet wo_se wo_emb --seeds 0 1 2":
+        "test_compare_temporal.py::test_ablations_over_two_seeds_end_to_end runs the script with --models wo_emb "
+        "--seeds 0 1 at tiny size (a new row and the seeds' mean ± std; wo_se's config is checked by "
+        "::test_ablation_experiments_derive_from_the_procedural_recipe_as_the_papers_do); "
+        "::test_compare_temporal_end_to_end trains "
+        "tsn and tsm, test_compare_recipes.py::test_compare_recipes_as_documented experiment=procedural_manet "
+        "(15 full runs are 2.5 hours on 2 cores)",
+    "python scripts/compare_recipes.py":
+        "test_compare_recipes.py::test_compare_recipes_as_documented runs it as printed from a copy of the repository, "
+        "with --seeds 0, --rows baseline hierarchical views and tiny sizes appended (each trained row is a train.py "
+        "process); ::test_each_trained_row_is_the_recipe_plus_its_one_switch composes every trained row, balanced "
+        "included",
+    "python scripts/compare_recipes.py --rows baseline balanced hierarchical reweight views --seeds 0 1 2":
+        "test_compare_recipes.py::test_compare_recipes_as_documented runs the script with --rows and --seeds; "
+        "::test_each_trained_row_is_the_recipe_plus_its_one_switch composes the reweight row",
     'pip install -e ".[cluster]"': ".ci/run installs the cluster extra",
+    'pip install -e ".[search]"': ".ci/run installs the search extra (tests/test_search.py imports the Optuna sweeper)",
+    "python train.py -m hparams_search=ma52_optuna experiment=quickstart":
+        "test_search.py::test_optuna_search_as_typed_returns_each_jobs_metric runs it as printed, from a copy of "
+        "the repository, with two trials at test size",
+    "python train.py -m hparams_search=ma52_optuna experiment=ma52_manet data.root=/path/to/MA-52 "
+    "hydra.sweeper.n_trials=40":
+        "test_search.py runs the same search config as printed with experiment=quickstart (two trials); "
+        "test_training_and_evaluation_commands runs experiment=ma52_manet on the tiny dataset",
     'pip install -e ".[embed]"': ".ci/run installs the embed extra",
     "python train.py -m experiment=quickstart model=c3d,tsm":
         "test_model_zoo.py::test_quickstart_sweeps_models_as_typed runs it as typed",
@@ -139,6 +162,14 @@ COVERED = {
         "test_procedural_pro.py runs the script with tiny sizes and two workers and checks what it writes (the "
         "default size takes minutes)",
     'pip install -e ".[export]"': ".ci/run installs the export extra (tests/test_export.py imports onnx and onnxruntime)",
+    'pip install -e ".[video]"': ".ci/run installs the video extra (tests/test_recipes_model.py builds VideoMAE "
+        "through transformers)",
+    "python train.py experiment=ma52_videomae_b data.root=/path/to/MA-52":
+        "test_recipes_model.py::test_recipe_trains_tiny_with_the_hierarchical_head runs the experiment as train.py's "
+        "job on the tiny data at a tiny width (the recipe's hub weights are never downloaded in tests); "
+        "test_recipes_model.py::test_recipes_compose_with_their_settings checks the full-size settings",
+    "python train.py experiment=ma52_sota data.root=/path/to/MA-52":
+        "test_recipes_model.py::test_recipe_trains_tiny_with_the_hierarchical_head (as above)",
     "python scripts/export.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt format=onnx":
         "test_export.py::test_the_documented_commands_write_and_report_parity runs it as printed from the repository "
         "root, on a copy of a tiny train.py run's checkpoint",
@@ -157,6 +188,43 @@ COVERED = {
     "python scripts/eval_timeline.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt":
         "test_eval_timeline.py runs it as printed from the repository root, on a copy of a tiny train.py run's "
         "checkpoint, with two 3 s videos and its output folder appended",
+    # docs/results.md and the README's "From sweeps to tables"
+    "python train.py -m experiment=quickstart seed=0,1 loss.alpha=0,5":
+        "tests/conftest.py::tiny_sweep runs it as printed from the repository root (tiny sizes, a data root and "
+        "the three loggers appended); test_results.py and test_notebooks.py read the sweep",
+    "python scripts/collect_results.py logs/train/multiruns/<time>":
+        "test_results.py::test_collect_results_writes_markdown_csv_latex_and_the_plot runs it on the tiny sweep's "
+        "folder and checks the files against metrics.json",
+    "python scripts/collect_results.py logs/train/multiruns/<time> --layout table4":
+        "test_results.py::test_the_paper_layout_table4 runs it on the tiny sweep's folder",
+    'pip install -e ".[notebooks]"': ".ci/run installs the notebooks extra (tests/test_notebooks.py executes the "
+        "notebooks with nbclient)",
+    # docs/recipes.md, the data recipes
+    "python train.py experiment=ma52_manet data.root=/path/to/MA-52 data.sampler=class_balanced data.balance_power=0.5":
+        "test_recipes.py::test_documented_recipe_commands_compose_and_switch_their_recipe_on composes it as train.py "
+        "does and sets up its data (the sampler is on); test_ensemble.py trains with data.sampler=class_balanced",
+    "python train.py experiment=ma52_manet data.root=/path/to/MA-52 data.rare_aug=true":
+        "test_recipes.py::test_documented_recipe_commands_compose_and_switch_their_recipe_on (as above); "
+        "test_ensemble.py trains with data.rare_aug=true",
+    "python train.py experiment=ma52_manet data.root=/path/to/MA-52 'data.train_splits=[train,val]'":
+        "test_recipes.py::test_documented_recipe_commands_compose_and_switch_their_recipe_on (as above); "
+        "test_ensemble.py::test_training_on_train_and_val_runs_every_clip_of_both_and_evaluates_the_final_weights "
+        "trains with data.train_splits=[train,val]",
+    "python train.py experiment=ma52_manet data.root=/path/to/MA-52 data.person_crop=/path/to/MA-52/person_boxes":
+        "test_recipes.py::test_documented_recipe_commands_compose_and_switch_their_recipe_on (as above, with a box "
+        "folder written by the test); ::test_detect_people_finds_the_off_centre_figure_and_crops_follow_it checks the "
+        "crops",
+    "python eval.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt split=test data.test_views.clips=2 "
+    "data.test_views.crops=3":
+        "test_ensemble.py runs eval.py's job with data.test_views on the command line and train.py's with two "
+        "temporal views, checked against the views computed by hand; test_recipes.py::"
+        "test_views_one_is_the_centre_clip_and_several_are_the_shifted_clips_and_three_crops checks the three crops",
+    "python scripts/ensemble.py logs/train/runs/<run1> logs/train/runs/<run2> --split test --out ensembles/two":
+        "test_ensemble.py::test_ensemble_of_two_runs_is_the_hand_average_and_scores_as_sklearn runs the script's "
+        "main with two run folders, --split test and --out",
+    "python scripts/detect_people.py /path/to/MA-52 /path/to/MA-52/person_boxes":
+        "test_recipes.py::test_detect_people_finds_the_off_centre_figure_and_crops_follow_it runs the script's main "
+        "with a root and an output folder (one split, 3 frames a clip)",
 }
 
 NOT_HERE = {
@@ -188,6 +256,12 @@ NOT_HERE = {
         "installed by hand outside the extras (its metadata pins torch<2.3); "
         "test_detect_faces.py::test_mtcnn_tracks_have_landmarks_on_the_face runs where it is installed",
     "python scripts/detect_faces.py /data/MA-52-Pro --detector mtcnn": "needs facenet-pytorch (as above)",
+    "python train.py -m experiment=ma52_tsm,ma52_wo_se,ma52_wo_emb,ma52_manet":
+        "four ResNet-50 runs on the release; test_results.py::test_table5_experiments_compose_to_their_rows "
+        "composes each experiment and checks its row of Table V, and tests/conftest.py::tiny_sweep runs a multirun",
+    "python scripts/collect_results.py --wandb my-team/microaction --group <time> --layout table4":
+        "needs a W&B account and the network; test_results.py::test_wandb_runs_as_the_source runs the same code "
+        "on a stand-in of W&B's API, and checks the error when the API cannot be reached",
 }
 
 # command -> (tiny arguments appended, what the run must leave behind). Placeholders in the printed command

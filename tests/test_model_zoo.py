@@ -36,6 +36,9 @@ TINY = {
     "vswin_t": dict(num_segments=4, swin_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=[2, 4, 4]),
     "timesformer": dict(num_segments=4, input_size=32, patch_size=8, width=32, depth=2, num_heads=2),
     "uniformer": dict(num_segments=4, widths=[8, 16, 32, 64], depths=[1, 1, 1, 1], head_dim=16),
+    # one class, three published sizes: each name built at the same tiny width
+    **{name: dict(num_segments=2, input_size=32, hidden_size=32, num_layers=1, num_heads=2)
+       for name in ("videomae_s", "videomae_b", "videomae_l")},
 }
 
 
@@ -224,12 +227,12 @@ def test_manet_parameters_unchanged_by_the_shared_head():
 # --- the registry: each model's facts beside its registration; the builder adds head and weights -------------
 
 MODELS = REPO / "src" / "microaction" / "models"
-BACKBONE_FILES = {"manet", "c3d", "i3d", "slowfast", "video_swin", "timesformer", "uniformer"}
+BACKBONE_FILES = {"manet", "c3d", "i3d", "slowfast", "video_swin", "timesformer", "uniformer", "videomae"}
 
 
 def test_catalogue_facts_live_in_the_registry():
     assert [i.name for i in catalogue()] == ["tsn", "tsm", "tin", "manet", "c3d", "i3d", "slowfast", "vswin_t",
-                                             "timesformer", "uniformer"]
+                                             "timesformer", "uniformer", "videomae_s", "videomae_b", "videomae_l"]
     assert not (MODELS / "zoo.py").exists()
     for info in catalogue():
         assert info.method and info.family and info.source and info.frames >= 1 and info.size >= 32
@@ -271,7 +274,8 @@ def test_a_setting_the_model_does_not_take_is_refused_before_anything_is_built(m
         raise AssertionError("C3D was built")
 
     monkeypatch.setattr(C3D, "__init__", build)
-    settings = "num_segments, base_width, fc_dim, dropout, num_classes, embed_dim, embed_hidden, pretrained"
+    settings = ("num_segments, base_width, fc_dim, dropout, num_classes, embed_dim, embed_hidden, head, head_fusion, "
+                "fine_to_coarse, pretrained")
     with pytest.raises(TypeError) as info:
         create_model("c3d", depth=18)
     assert str(info.value) == f"model.depth: not a setting of model=c3d (its settings: {settings})"
@@ -344,6 +348,12 @@ def test_each_experiment_uses_its_methods_standard_input_and_builds(name, tmp_pa
 # --- every model= option with the quickstart ------------------------------------------------------------------
 
 MODEL_OPTIONS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+# the pretrained video transformers beyond Table II (docs/recipes.md)
+VIDEOMAE = ["videomae_s", "videomae_b", "videomae_l"]
+# One class at three widths: ViT-S trains here at full size; ViT-B and ViT-L (86 M / 304 M parameters, about
+# 40 s / 5 GB with AdamW's state on 2 CPU cores) compose and build at the quickstart's input on the meta
+# device (test_quickstart_composes_with_every_model_option), and train at a tiny width in test_recipes_model.py
+TRAINED_FULL_SIZE = [o for o in MODEL_OPTIONS if o not in ("videomae_b", "videomae_l")]
 RESNET_OPTIONS = {"manet": 50, "manet_r18": 18, "tsm": 50, "tsn": 50, "tin": 50}
 # what the quickstart runs each option at: its 8 x 32 x 32, except where the architecture needs more frames
 QUICKSTART_FRAMES = {"c3d": 16}  # C3D pools time by 2 four times
@@ -353,14 +363,14 @@ def test_quickstart_itself_is_manet_r18_as_before(tmp_path):
     cfg = compose_train(["experiment=quickstart"], tmp_path)
     assert OmegaConf.to_container(cfg.model, resolve=True) == {
         "name": "manet", "depth": 18, "num_segments": 8, "shift_div": 8, "se_ratio": 4, "dropout": 0.5,
-        "embed_dim": None, "embed_hidden": 300, "pretrained": False}
+        "embed_dim": None, "embed_hidden": 300, "head": "linear", "head_fusion": 0.5, "pretrained": False}
     assert (cfg.data.num_segments, cfg.data.input_size, cfg.optimizer.lr, cfg.trainer.max_epochs) == (8, 32, 0.001, 15)
 
 
 @pytest.mark.parametrize("option", MODEL_OPTIONS)
 def test_quickstart_composes_with_every_model_option(option, tmp_path):
     """Quick to fail: the composed settings are all the model's and it builds and runs at the quickstart's input."""
-    assert set(TABLE_II) | {"manet_r18"} == set(MODEL_OPTIONS)
+    assert set(TABLE_II) | {"manet_r18"} | set(VIDEOMAE) == set(MODEL_OPTIONS)
     cfg = compose_train(["experiment=quickstart", f"model={option}"], tmp_path)
     frames = QUICKSTART_FRAMES.get(option, 8)
     assert (cfg.data.num_segments, cfg.data.input_size, cfg.model.pretrained) == (frames, 32, False)
@@ -382,11 +392,12 @@ ONE_STEP = ["data.generate=null", "data.num_workers=0", "data.batch_size=2", "tr
             "~callbacks.step_checkpoint", "+trainer.enable_checkpointing=false"]
 
 
-@pytest.mark.parametrize("option", MODEL_OPTIONS)
+@pytest.mark.parametrize("option", TRAINED_FULL_SIZE)
 def test_quickstart_trains_with_every_model_option(option, tiny_root, tmp_path):
     """`python train.py experiment=quickstart model=<option>` as train.py's job in this process, on the tiny data:
-    each option's full-size network, at the quickstart's frames and size, takes a training step and scores a
-    validation batch through the real pipeline (data, task, loss, optimizer groups, Lightning, logger)."""
+    each option's full-size network (VideoMAE: ViT-S, see TRAINED_FULL_SIZE), at the quickstart's frames and size,
+    takes a training step and scores a validation batch through the real pipeline (data, task, loss, optimizer
+    groups, Lightning, logger)."""
     import csv
     import math
 
@@ -412,7 +423,7 @@ SWEPT_AS_TYPED = ["c3d", "tsm"]  # a 3D network at its own 16 frames and a ResNe
 def test_quickstart_sweeps_models_as_typed(checkout):
     """`python train.py -m experiment=quickstart model=c3d,tsm` from a fresh checkout: one job per model, each a
     real (one batch per stage) run of the quickstart with that model, on the data it writes on first use.
-    Every option runs through train.py's job in test_quickstart_trains_with_every_model_option."""
+    The options run through train.py's job in test_quickstart_trains_with_every_model_option."""
     assert set(SWEPT_AS_TYPED) < set(MODEL_OPTIONS)
     multiruns = checkout / "logs" / "train" / "multiruns"
     before = set(multiruns.iterdir()) if multiruns.is_dir() else set()

@@ -16,6 +16,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
 from . import reports
+from .ensemble import write_logits
 from .utils import distributed
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class PredictionWriter(BasePredictionWriter):
 
     - ``predictions_<split>.csv``: the predicted rows, by the task's ``write_predictions(path, rows)``
       (without one: a column per row key);
+    - ``logits_<split>.npz`` when the rows carry ``logits`` (every class's score per clip, for ensembles:
+      ``microaction.ensemble``, ``scripts/ensemble.py``);
     - ``decode_report_<split>.csv`` when a clip was skipped or partly decoded;
     - for a split in ``submission_splits``, ``submission_<split>.csv`` by the task's
       ``write_submission(path, rows)``: one row per listed clip, a skipped clip filled by the task's
@@ -103,6 +106,9 @@ class PredictionWriter(BasePredictionWriter):
             path = self.out_dir / f"predictions_{split}.csv"
             writer = getattr(pl_module, "write_predictions", None) or write_rows_csv
             files["predictions"] = str(writer(path, predicted))
+            if all("logits" in r for r in predicted):
+                files["logits"] = str(write_logits(self.out_dir / f"logits_{split}.npz", predicted,
+                                                   getattr(pl_module, "label_space", None)))
         if submission:
             files["submission"] = str(pl_module.write_submission(self.out_dir / f"submission_{split}.csv", submission))
         elif clips.get("submission"):
@@ -128,11 +134,12 @@ class ConfusionMatrixPlots(Callback):
     ``confusion_matrices(stage)`` as row-normalised PNGs in ``out_dir``: ``confusion_fine_<stage>.png``
     and ``confusion_body_<stage>.png``, named by the task's ``label_space``; a task with
     ``evaluation_reports(stage, out_dir, write)`` writes its own files instead. ``files[stage]`` holds
-    their paths (rank 0)."""
+    their paths and ``matrices[stage]`` the matrices drawn (``fine``, ``coarse``: numpy arrays), on rank 0."""
 
     def __init__(self, out_dir: str | Path):
         self.out_dir = Path(out_dir)
         self.files: dict[str, dict[str, str]] = {}
+        self.matrices: dict[str, dict[str, Any]] = {}
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "validate":
@@ -143,6 +150,7 @@ class ConfusionMatrixPlots(Callback):
 
     def _plot(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.files.pop(stage, None)
+        self.matrices.pop(stage, None)
         reports_of = getattr(pl_module, "evaluation_reports", None)
         if reports_of is not None:  # a task that draws its own (collective: every rank calls it)
             files = reports_of(stage, self.out_dir, trainer.is_global_zero)
@@ -154,11 +162,12 @@ class ConfusionMatrixPlots(Callback):
         if not matrices or int(matrices["fine"].sum()) == 0 or not trainer.is_global_zero:
             return
         space = pl_module.label_space
+        self.matrices[stage] = {k: matrices[k].cpu().numpy() for k in ("fine", "coarse")}
         self.files[stage] = {
             "confusion_fine": str(reports.plot_confusion(
-                matrices["fine"].cpu().numpy(), [f"{i} {n}" for i, n in enumerate(space.classes)],
+                self.matrices[stage]["fine"], [f"{i} {n}" for i, n in enumerate(space.classes)],
                 self.out_dir / f"confusion_fine_{stage}.png", f"{stage}: fine micro-actions (row-normalised)")),
             "confusion_body": str(reports.plot_confusion(
-                matrices["coarse"].cpu().numpy(), list(space.coarse_classes),
+                self.matrices[stage]["coarse"], list(space.coarse_classes),
                 self.out_dir / f"confusion_body_{stage}.png", f"{stage}: body parts (row-normalised)")),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from pathlib import Path
@@ -16,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from . import reports
 from .callbacks import ConfusionMatrixPlots, PredictionWriter
 from .labels import LabelSpace
+from .logging_extras import EpochLines, RunLogs, log_to_files, plain_metric_table, quiet_lightning_console, \
+    quiet_lightning_hparams, resume_wandb_id
 from .models.pretrained import pretrained_mode
 from .registry import DATAMODULES, LEGACY_TASK, TASKS
 from .utils import distributed
@@ -161,25 +164,73 @@ def _table_style(module: L.LightningModule) -> dict[str, Any]:
     return {"title": getattr(module, "metric_title", "metrics (%)"), "keys": keys or None}
 
 
-def _evaluate_split(trainer: L.Trainer, module: L.LightningModule, dm: L.LightningDataModule, split: str,
-                    ckpt: str | None, writer: PredictionWriter, plots: ConfusionMatrixPlots) -> dict[str, Any]:
-    """Metrics of ``split`` from ``trainer.validate``/``trainer.test`` (when its labels are known; logged),
-    then its files from ``trainer.predict`` through ``writer`` (predictions, submission, decode report) and
-    ``plots`` (confusion matrices). Returns the metrics, files and clip accounting (listed, scored, skipped
-    and partly decoded clips, by name); every rank calls it under DDP.
+def _metric_table(tables: dict[str, Any], clips: dict[str, Any], module: L.LightningModule) -> None:
+    """The final metric table on the console (rich) and, as plain text, in the job's log file."""
+    style = _table_style(module)
+    reports.print_metric_table(tables, clips=clips, **style)
+    text = plain_metric_table(reports.metric_table(tables, style["title"], clips, style["keys"]))
+    log_to_files("\n".join([f"final metrics\n{text}", *reports.clip_notes(clips)]))
 
+
+def _set_example_input(cfg: DictConfig, module: L.LightningModule, dm: L.LightningDataModule) -> None:
+    """One zero clip of the configured frames and size as the task's ``example_input_array``, so the model
+    summary reports each layer's input and output sizes and the FLOPs of one clip. Lightning sends it through
+    the datamodule's batch hooks (it is a batch: ``{"video": uint8 [1, T, 3, H, W]}``, normalised on the
+    device like every batch) and the network once (eval mode, no gradients) when fit starts: a fraction of
+    one training step. Left unset when the network is compiled (``accel.compile``: it would be compiled once
+    more for this shape) or when the task's ``forward`` takes inputs other than the datamodule's clips
+    (``video``; ``face``: a square ``data.face_size`` crop)."""
+    import torch
+
+    if getattr(module, "example_input_array", None) is not None:
+        return
+    if (cfg.get("accel") or {}).get("compile"):
+        log.info("model summary without input sizes and FLOPs: the compiled network is not run on an example clip")
+        return
+    frames = getattr(module, "num_segments", None) or dm.hparams.get("num_segments")
+    size = dm.hparams.get("input_size")
+    if not frames or not size:
+        return
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    shapes = {"video": (1, int(frames), 3, int(h), int(w))}
+    if dm.hparams.get("face_size"):
+        shapes["face"] = (1, int(frames), 3, int(dm.hparams.face_size), int(dm.hparams.face_size))
+    names = [n for n, p in inspect.signature(module.forward).parameters.items()
+             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    clips = set(getattr(dm, "video_keys", ("video",)))
+    if not names or any(n not in shapes or n not in clips for n in names):
+        return
+    module.example_input_array = {n: torch.zeros(shapes[n], dtype=torch.uint8) for n in names}
+
+
+def _evaluate_split(trainer: L.Trainer, module: L.LightningModule, dm: L.LightningDataModule, split: str,
+                    ckpt: str | None, writer: PredictionWriter, plots: ConfusionMatrixPlots,
+                    logs: RunLogs | None = None) -> dict[str, Any]:
+    """Metrics of ``split`` from ``trainer.validate``/``trainer.test`` (when its labels are known), then its
+    files from ``trainer.predict`` through ``writer`` (predictions, submission, decode report) and ``plots``
+    (confusion matrices). Returns the metrics, files and clip accounting (listed, scored, skipped and partly
+    decoded clips, by name); every rank calls it under DDP.
+
+    Both passes run without loggers (Lightning would log the evaluation as one more epoch after the last,
+    and close the loggers' files after each pass); ``logs`` then logs the metrics as ``eval/<split>/...``
+    (``RunLogs.evaluation``).
     ``trainer.limit_predict_batches`` follows ``trainer.limit_<split>_batches``, so both passes cover the
     same clips.
     """
     metrics: dict[str, float] = {}
     files: dict[str, str] = {}
-    if dm.labelled(split):
-        run = trainer.validate if split == "val" else trainer.test
-        metrics = _stage_metrics(module, run(module, datamodule=dm, ckpt_path=ckpt, verbose=False, **SAFE_LOAD), split)
-        files.update(plots.files.get(split, {}))
-    dm.predict_split = split
-    trainer.limit_predict_batches = getattr(trainer, f"limit_{split}_batches")
-    trainer.predict(module, datamodule=dm, ckpt_path=ckpt, return_predictions=False, **SAFE_LOAD)
+    logged: list[dict] = []
+    with logs.detached(trainer) if logs is not None else contextlib.nullcontext():
+        if dm.labelled(split):
+            run = trainer.validate if split == "val" else trainer.test
+            logged = run(module, datamodule=dm, ckpt_path=ckpt, verbose=False, **SAFE_LOAD)
+            metrics = _stage_metrics(module, logged, split)
+            files.update(plots.files.get(split, {}))
+        dm.predict_split = split
+        trainer.limit_predict_batches = getattr(trainer, f"limit_{split}_batches")
+        trainer.predict(module, datamodule=dm, ckpt_path=ckpt, return_predictions=False, **SAFE_LOAD)
+    if logs is not None and logged:
+        logs.evaluation(trainer, split, logged[0])
     result = writer.result
     files.update(result["files"])
     return {"metrics": metrics, "files": files, "clips": result["clips"]}
@@ -197,6 +248,7 @@ def _train_clips(module: L.LightningModule, dm: L.LightningDataModule) -> dict[s
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then evaluate the best checkpoint on val and test; returns the metrics."""
+    quiet_lightning_console()
     check_config(cfg)
     out_dir = Path(cfg.paths.output_dir)
     resume = _resolve_ckpt(cfg.get("ckpt_path"), out_dir, check=True) if cfg.get("train", True) else None
@@ -215,19 +267,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module.built_from = {"task": TASKS.name_of(type(module)), "datamodule": DATAMODULES.name_of(type(dm))}
     _check_frames(module, dm)
     init = _record_init(cfg, module, out_dir)
+    _set_example_input(cfg, module, dm)
     distributed.apply_accel(module, cfg, layout)
+    # the run's config is logged once, by RunLogs.start (Lightning would add the task's and data's at the top level)
+    quiet_lightning_hparams(module, dm)
     callbacks = instantiate_dict(cfg.get("callbacks"), "callback")
-    loggers = instantiate_loggers(cfg.get("logger"))
+    # a job resumed in its folder continues its W&B run
+    loggers = instantiate_loggers(cfg.get("logger"), wandb_id=resume_wandb_id(out_dir) if resume else None)
     if not loggers:
         # it has nowhere to write and Lightning refuses it without a logger
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
     # the final evaluation's files: predictions (trainer.predict) and confusion matrices (validate/test)
     writer, plots = PredictionWriter(out_dir), ConfusionMatrixPlots(out_dir)
-    callbacks += [writer, plots]
+    callbacks += [writer, plots, EpochLines()]
     plugins = {} if cfg.trainer.get("plugins") else {"plugins": distributed.cluster_plugins(layout) or None}
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
-    for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    logs = RunLogs(loggers, cfg, out_dir, keep_wandb_id=True)
+    logs.start()
 
     results: dict[str, Any] = {"output_dir": str(out_dir)}
     results["init"] = init  # what the weights started from: random, imagenet, kinetics400 or a file
@@ -240,19 +296,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results["best_checkpoint"] = best or None
         if cfg.get("test", True):
             ckpt = best or None
-            val = _evaluate_split(trainer, module, dm, "val", ckpt, writer, plots)
+            if cfg.get("train", True) and "val" in getattr(dm, "train_splits", ()):
+                # data.train_splits holds val: its metrics cannot choose among checkpoints (docs/recipes.md)
+                log.warning("data.train_splits=%s: evaluating the weights at the end of training, not %s; the val "
+                            "metrics are of clips the model trained on", dm.train_splits, best or "a best checkpoint")
+                ckpt = None
+            val = _evaluate_split(trainer, module, dm, "val", ckpt, writer, plots, logs)
             results["val"] = val["metrics"]
-            test = _evaluate_split(trainer, module, dm, "test", ckpt, writer, plots)
+            test = _evaluate_split(trainer, module, dm, "test", ckpt, writer, plots, logs)
             results["test"] = test["metrics"] or "labels hidden: see submission_test.csv"
             results.setdefault("clips", {}).update(val=val["clips"], test=test["clips"])
             results["files"] = {f"{stage}_{k}": v for stage, r in (("val", val), ("test", test))
                                 for k, v in r["files"].items()}
+            logs.reports(trainer, module, dm, {"val": val, "test": test}, plots.matrices)
+            logs.finish()
         if trainer.is_global_zero:
             reports.write_json(out_dir / "metrics.json", results)
             clips = results.get("clips") or {}
             tables = {k: results[k] for k in ("val", "test") if isinstance(results.get(k), dict) and results[k]}
             if tables or any(c["skipped"] or c["partial"] for c in clips.values()):
-                reports.print_metric_table(tables, clips=clips, **_table_style(module))
+                _metric_table(tables, clips, module)
             log.info("metrics, predictions and checkpoints in %s", out_dir)
     finally:
         _finish_wandb()
@@ -387,6 +450,7 @@ def load_task(ckpt_path: str) -> tuple[L.LightningModule, type | None, dict]:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on val or test: metrics.json, predictions CSV, confusion PNGs."""
+    quiet_lightning_console()
     check_config(cfg)
     out_dir = Path(cfg.paths.output_dir)
     if cfg.split not in ("val", "test"):
@@ -426,13 +490,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_loggers(cfg.get("logger"))
     writer, plots = PredictionWriter(out_dir), ConfusionMatrixPlots(out_dir)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[writer, plots])
+    logs = RunLogs(loggers, cfg, out_dir)
+    logs.start()
     try:
-        result = _evaluate_split(trainer, module, dm, cfg.split, None, writer, plots)
+        result = _evaluate_split(trainer, module, dm, cfg.split, None, writer, plots, logs)
+        logs.reports(trainer, module, dm, {cfg.split: result}, plots.matrices)
+        logs.finish()
         results = {"checkpoint": ckpt_path, "split": cfg.split, cfg.split: result["metrics"], "files": result["files"],
                    "clips": {cfg.split: result["clips"]}}
         if trainer.is_global_zero:
             reports.write_json(out_dir / "metrics.json", results)
-            reports.print_metric_table({cfg.split: result["metrics"]}, clips=results["clips"], **_table_style(module))
+            _metric_table({cfg.split: result["metrics"]}, results["clips"], module)
             for name, path in result["files"].items():
                 log.info("%s: %s", name, path)
     finally:

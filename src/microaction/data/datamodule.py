@@ -16,9 +16,11 @@ from ..labels import LabelSpace
 from ..utils.checks import ConfigError, batch_limit_problems, check_data_settings
 from .annotations import LAYOUT_HELP, AnnotationError, list_path, read_label_names, read_list
 from .dataset import MA52Dataset, collate_skipping
-from .samplers import UnpaddedDistributedSampler
+from .person_boxes import boxes_path, person_centres
+from .recipes import ConcatClips, make_rare_aug, rare_of, recipe_problems, views_of
+from .samplers import ClassBalancedSampler, UnpaddedDistributedSampler
 from .synthetic import get_generator
-from .transforms import CenterCrop, MultiScaleCrop, normalize
+from .transforms import CenterCrop, MultiScaleCrop, ThreeCrop, normalize
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,9 @@ class ClipDataModule(L.LightningDataModule):
     (generation, layout and batch-limit checks before any decoding), the loaders (DDP samplers without
     padding duplicates) and the clip accounting the run reports are shared. Hyperparameters read here:
     ``generate``, ``generate_kwargs``, ``batch_size``, ``eval_batch_size``, ``on_decode_error``,
-    ``pin_memory``, ``persistent_workers``, ``prefetch_factor``, ``test_has_labels`` and (by the pipeline)
-    ``num_segments``, ``max_skipped_fraction``.
+    ``pin_memory``, ``persistent_workers``, ``prefetch_factor``, ``test_has_labels``, (by the pipeline)
+    ``num_segments``, ``max_skipped_fraction``, and, when the subclass has them, the recipes' ``sampler``,
+    ``balance_power`` and ``train_splits`` (docs/recipes.md; absent: one random pass over the train split).
 
     ``predict_split`` is the split ``trainer.predict`` runs on (the jobs set it; default test).
     """
@@ -73,11 +76,20 @@ class ClipDataModule(L.LightningDataModule):
     def make_dataset(self, split: str):
         raise NotImplementedError
 
+    @property
+    def train_splits(self) -> list[str]:
+        """The splits whose lists make the training set (``data.train_splits``; default: train alone)."""
+        return list(self.hparams.get("train_splits") or ["train"])
+
+    def train_records(self) -> list:
+        """The records of every split of ``train_splits``, in that order."""
+        return [r for s in self.train_splits for r in self.read_records(s)]
+
     def train_labels(self) -> list[int]:
         """The class of each training clip whose frequency orders the prior prediction of a skipped clip."""
         if "train" in self.datasets:
             return self.datasets["train"].labels()
-        return [r.label for r in self.read_records("train")]
+        return [r.label for r in self.train_records()]
 
     def labelled(self, split: str) -> bool:
         """Whether ``split``'s list carries real labels (the official test list's are dummies)."""
@@ -85,7 +97,10 @@ class ClipDataModule(L.LightningDataModule):
 
     def clip_list(self, split: str) -> list[tuple[str, int]]:
         """(video name, list line) of every clip listed for ``split``, in list order."""
-        records = self.datasets[split].records if split in self.datasets else self.read_records(split)
+        if split in self.datasets:
+            records = self.datasets[split].records
+        else:
+            records = self.train_records() if split == "train" else self.read_records(split)
         return [(r.name, r.line) for r in records]
 
     # --- lifecycle -------------------------------------------------------------------
@@ -101,7 +116,8 @@ class ClipDataModule(L.LightningDataModule):
             raise ValueError(f"data.root is not set: point it at the dataset root.\n{self.layout_help}")
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root does not exist: {self.root}\n{self.layout_help}")
-        for split in splits:
+        wanted = [s for split in splits for s in (self.train_splits if split == "train" else [split])]
+        for split in dict.fromkeys(wanted):
             if not self.list_file(split).exists():
                 raise FileNotFoundError(f"list file not found: {self.list_file(split)}\n{self.layout_help}")
         if "test" in splits and self.hparams.get("test_has_labels"):
@@ -121,7 +137,7 @@ class ClipDataModule(L.LightningDataModule):
         """The number of clips the list file of ``split`` names."""
         if split in self.datasets:
             return len(self.datasets[split])
-        return len(self.read_records(split))
+        return len(self.train_records() if split == "train" else self.read_records(split))
 
     def batch_size_of(self, split: str) -> int:
         return self.hparams.batch_size if split == "train" else self._eval_batch()
@@ -179,9 +195,10 @@ class ClipDataModule(L.LightningDataModule):
             return None
         return UnpaddedDistributedSampler(self.datasets[split], kwargs["num_replicas"], kwargs["rank"])
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, batch_size: int, drop_last: bool = False,
+                sampler: Any = None) -> DataLoader:
         workers = self.num_workers
-        sampler = self._eval_sampler(split)
+        sampler = sampler if sampler is not None else self._eval_sampler(split)
         pin = torch.cuda.is_available() if self.hparams.pin_memory is None else self.hparams.pin_memory
         return DataLoader(
             self.datasets[split],
@@ -196,8 +213,22 @@ class ClipDataModule(L.LightningDataModule):
             prefetch_factor=self.hparams.prefetch_factor if workers > 0 else None,
         )
 
+    def _train_sampler(self) -> ClassBalancedSampler | None:
+        """``data.sampler=class_balanced``: the class-balanced sampler, sharing one seeded draw per epoch over the
+        DDP processes (the trainer's ``distributed_sampler_kwargs``); None (a shuffled pass, which Lightning
+        splits over the processes itself) otherwise."""
+        if self.hparams.get("sampler", "random") != "class_balanced":
+            return None
+        trainer = getattr(self, "trainer", None)
+        kwargs = (getattr(trainer, "distributed_sampler_kwargs", None) if trainer is not None else None) or {}
+        # the run's seed (seed_everything exports it): the same on every process, so every process draws alike
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        return ClassBalancedSampler(self.datasets["train"].labels(), float(self.hparams.get("balance_power", 0.5)),
+                                    num_replicas=kwargs.get("num_replicas", 1), rank=kwargs.get("rank", 0), seed=seed)
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, batch_size=self.hparams.batch_size)
+        sampler = self._train_sampler()
+        return self._loader("train", shuffle=sampler is None, batch_size=self.hparams.batch_size, sampler=sampler)
 
     def _eval_batch(self) -> int:
         return self.hparams.eval_batch_size or self.hparams.batch_size
@@ -237,6 +268,12 @@ class MA52DataModule(ClipDataModule):
     one. The number of classes follows from it: ``num_classes`` is accepted only as a checked,
     read-only alias (the settings stored by checkpoints of earlier versions carry it).
     ``predict_split`` is the split ``trainer.predict`` runs on (the jobs set it; default test).
+
+    The recipes of docs/recipes.md, off by default (``microaction.data.recipes``): ``sampler`` ("random" or
+    "class_balanced", with ``balance_power``), ``rare_aug`` (stronger augmentation of the rarest training
+    classes), ``train_splits`` (the lists the training set concatenates), ``test_views`` (temporal clips x
+    spatial crops per evaluation clip) and ``person_crop`` (a folder of per-split person boxes, the crops'
+    centre).
     """
 
     def __init__(
@@ -261,12 +298,23 @@ class MA52DataModule(ClipDataModule):
         generate: str | None = None,
         generate_kwargs: dict | None = None,
         num_classes: int | None = None,
+        sampler: str = "random",
+        balance_power: float = 0.5,
+        train_splits: Sequence[str] = ("train",),
+        rare_aug: dict | bool | None = None,
+        test_views: dict | None = None,
+        person_crop: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["num_classes"])
         # num_classes: a read-only alias, checked against the label space
         check_data_settings({**self.hparams, "num_classes": num_classes})
+        problems = recipe_problems(self.hparams)
+        if problems:
+            raise ConfigError(problems)
         self.init_clips(root, num_workers, generate)
+        # per split, the clips without a person box (data.person_crop): cropped around the frame's centre
+        self.no_person: dict[str, list[str]] = {}
 
     layout_help = LAYOUT_HELP
 
@@ -304,22 +352,72 @@ class MA52DataModule(ClipDataModule):
     # the dataset class make_dataset builds (a subclass reading another layout sets its own)
     dataset_class = MA52Dataset
 
-    def make_dataset(self, split: str) -> MA52Dataset:
+    def check_layout(self, splits: Sequence[str]) -> None:
+        """As ``ClipDataModule.check_layout``; with ``person_crop``, also each split's box file."""
+        super().check_layout(splits)
+        folder = self.hparams.get("person_crop")
+        if folder:
+            wanted = [s for split in splits for s in (self.train_splits if split == "train" else [split])]
+            for split in dict.fromkeys(wanted):
+                if not boxes_path(folder, split).is_file():
+                    raise FileNotFoundError(
+                        f"data.person_crop={folder}: no person boxes for split {split} ({boxes_path(folder, split)}); "
+                        f"write them with `python scripts/detect_people.py {self.root} {folder}`")
+
+    def make_dataset(self, split: str) -> MA52Dataset | ConcatClips:
+        """The dataset of ``split``; for "train" the training set: the lists of ``train_splits`` (several:
+        their concatenation), with the training transforms and the rare-class augmentation."""
+        if split != "train":
+            return self._split_dataset(split, train=False)
+        parts = [self._split_dataset(s, train=True) for s in self.train_splits]
+        dataset = parts[0] if len(parts) == 1 else ConcatClips(parts)
+        if len(parts) > 1:
+            log.info("training set: %s", ", ".join(f"{len(p)} clips of {p.split}" for p in parts))
+        if "val" in self.train_splits:
+            log.warning("data.train_splits=%s trains on the val split: the val metrics are optimistic (the model has "
+                        "seen those clips) and no basis for choosing a checkpoint; the final evaluation uses the "
+                        "weights at the end of training (docs/recipes.md, 'Train on train+val')", self.train_splits)
+        rare = rare_of(self.hparams.get("rare_aug"))
+        if rare is not None:
+            aug = make_rare_aug(rare, dataset.labels(), self.label_space.classes, self.hparams.input_size,
+                                self.hparams.flip_p)
+            for part in parts:
+                part.rare = aug
+        return dataset
+
+    def _split_dataset(self, split: str, train: bool) -> MA52Dataset:
+        """One split's list as a dataset: training or evaluation transforms, views and person centres."""
         hp = self.hparams
-        train = split == "train"
-        transform = (
-            MultiScaleCrop(hp.input_size, scales=hp.scales, flip_p=hp.flip_p) if train else CenterCrop(hp.input_size)
-        )
-        return self.dataset_class(
+        views = views_of(hp.get("test_views"))
+        if train:
+            transform = MultiScaleCrop(hp.input_size, scales=hp.scales, flip_p=hp.flip_p)
+        else:
+            transform = ThreeCrop(hp.input_size) if views["crops"] == 3 else CenterCrop(hp.input_size)
+        dataset = self.dataset_class(
             self.root,
             split,
             num_segments=hp.num_segments,
             train=train,
             transform=transform,
             short_side=hp.short_side,
-            on_decode_error=self.decode_mode(split),
+            on_decode_error=self.decode_mode("train" if train else split),
             decode_threads=hp.decode_threads,
             label_space=self.label_space,
             labelled=self.labelled(split),
             manifest=hp.manifest,
         )
+        if not train:
+            dataset.views = (int(views["clips"]), int(views["crops"]))
+        if hp.get("person_crop"):
+            dataset.centres, missing = person_centres(hp.person_crop, split, [r.name for r in dataset.records])
+            self.no_person[split] = missing
+            if missing:
+                log.warning("split %s: %d of %d clips have no person box in %s; they are cropped around the frame's "
+                            "centre: %s%s", split, len(missing), len(dataset), hp.person_crop,
+                            ", ".join(missing[:10]), " ..." if len(missing) > 10 else "")
+        return dataset
+
+    @property
+    def view_average(self) -> str:
+        """How the task combines the views of an evaluation clip: "logits" (their mean) or "softmax"."""
+        return str(views_of(self.hparams.get("test_views"))["average"])

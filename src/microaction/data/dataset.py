@@ -15,7 +15,7 @@ from ..labels import LabelSpace
 from ..utils.checks import check_data_settings
 from .annotations import LAYOUT_HELP, list_path, read_list, video_dir
 from .manifest import read_manifest, resolve_manifest
-from .sampling import segment_indices
+from .sampling import segment_indices, view_indices, window_indices
 from .video import DecodeError, read_frames
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,20 @@ class MA52Dataset(Dataset):
     damaged file never becomes a wrong sample. ``"partial"`` is ``""`` for a clip decoded
     in full and says how many frames decoded when the decoder stopped early (the frames
     are then sampled within those; see ``read_frames``).
+
+    Set by the datamodule for its recipes (``docs/recipes.md``), all off by default:
+    ``views`` = (temporal clips, spatial crops) of an evaluation split: with more than one view,
+    ``video`` is [V, T, 3, H, W] (clip-major: the crops of clip 0, then of clip 1, ...; the transform
+    makes the crops) and the task averages its outputs over V. ``rare`` (training only): a clip of one of
+    ``rare.classes`` is drawn from a random stretch of the clip (``rare.min_span``) and cropped by
+    ``rare.transform`` instead of ``transform``. ``centres``: clip name -> the person's box centre
+    (x, y as fractions of the frame), given to the transform as the crop's centre; a clip without one
+    is cropped around the frame's centre.
     """
+
+    views: tuple[int, int] = (1, 1)
+    rare = None
+    centres: dict[str, tuple[float, float]] | None = None
 
     def __init__(
         self,
@@ -148,7 +161,7 @@ class MA52Dataset(Dataset):
         chosen: dict[str, np.ndarray] = {}
 
         def choose(n: int) -> np.ndarray:
-            chosen["indices"] = segment_indices(n, self.num_segments, self.train, rng)
+            chosen["indices"] = self.frame_indices(n, rec, rng)
             return chosen["indices"]
 
         try:
@@ -178,20 +191,46 @@ class MA52Dataset(Dataset):
         sample.update(index=index, name=rec.name, partial=partial[0] if partial else "")
         return sample
 
+    def is_rare(self, rec) -> bool:
+        """Whether training clip ``rec`` gets the rare-class augmentation (``rare``)."""
+        return self.train and self.rare is not None and getattr(rec, "label", None) in self.rare.classes
+
+    def frame_indices(self, num_frames: int, rec, rng: np.random.Generator | None) -> np.ndarray:
+        """The frames to decode of ``rec``'s clip of ``num_frames``: TSN segments (training: a random frame of
+        each; evaluation: the centres), a random stretch for a rare class, every temporal view's one after
+        the other for an evaluation with several clips."""
+        if self.is_rare(rec) and self.rare.min_span < 1:
+            return window_indices(num_frames, self.num_segments, rng, self.rare.min_span)
+        if not self.train and self.views[0] > 1:
+            return view_indices(num_frames, self.num_segments, self.views[0])
+        return segment_indices(num_frames, self.num_segments, self.train, rng)
+
     def make_sample(self, rec, frames: np.ndarray, indices: np.ndarray) -> dict:
         """The sample of list record ``rec`` from its decoded frames (uint8 [T, H, W, 3], the clip's frames
-        ``indices``): ``video`` (transformed, [T, 3, H, W]) and, when labelled, ``label`` and ``coarse``."""
-        sample = {"video": self.clip_tensor(frames)}
+        ``indices``): ``video`` (transformed, [T, 3, H, W], or [V, T, 3, H, W] with several ``views``) and,
+        when labelled, ``label`` and ``coarse``."""
+        sample = {"video": self.clip_tensor(frames, rec)}
         if self.labelled:
             sample.update(label=rec.label, coarse=self._coarse[rec.label])
         return sample
 
-    def clip_tensor(self, frames: np.ndarray) -> torch.Tensor:
-        """Decoded frames (uint8 [T, H, W, 3]) as the clip tensor [T, 3, h, w] after ``transform``."""
-        return self.transform_clip(torch.from_numpy(frames).permute(0, 3, 1, 2))
+    def clip_tensor(self, frames: np.ndarray, rec=None) -> torch.Tensor:
+        """Decoded frames (uint8 [T, H, W, 3], or the temporal views' one after the other) as the clip tensor
+        [T, 3, h, w] after ``transform``, or [V, T, 3, h, w] with several views."""
+        clip = torch.from_numpy(frames).permute(0, 3, 1, 2)
+        centre = self.centres.get(rec.name) if self.centres is not None and rec is not None else None
+        if rec is not None and self.is_rare(rec):
+            return self.rare.transform(clip, centre) if centre is not None else self.rare.transform(clip)
+        if self.train or self.views == (1, 1):
+            return self.transform_clip(clip, centre)
+        # views: each temporal clip transformed alone (a multi-crop transform gives [crops, T, 3, h, w])
+        parts = [self.transform_clip(part, centre) for part in clip.split(self.num_segments)]
+        return torch.cat([p if p.ndim == 5 else p.unsqueeze(0) for p in parts])
 
-    def transform_clip(self, clip: torch.Tensor) -> torch.Tensor:
-        return self.transform(clip) if self.transform is not None else clip
+    def transform_clip(self, clip: torch.Tensor, centre: tuple[float, float] | None = None) -> torch.Tensor:
+        if self.transform is None:
+            return clip
+        return self.transform(clip) if centre is None else self.transform(clip, centre)
 
 
 def collate_skipping(samples: list[dict]) -> dict:

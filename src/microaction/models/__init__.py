@@ -1,7 +1,7 @@
 """Models: backbones behind a name registry, each with the shared head.
 
 ``create_model(name, **settings)`` checks the settings against the registered backbone, builds
-it, attaches the head (``base.ClipHead``) and loads the pretrained weights ``pretrained`` asks
+it, attaches the head (``heads.py``: ``base.ClipHead`` or the hierarchical head) and loads the pretrained weights ``pretrained`` asks
 for. Each backbone file registers its class with its catalogue facts (``register_model``);
 importing it is what registers it.
 """
@@ -14,6 +14,7 @@ from .registry import (
 # importing a backbone file registers its models; this order is the order of docs/model_zoo.md
 from . import manet  # noqa: F401,E402  (tsn, tsm, tin, manet as switches of one ResNet)
 from . import c3d, i3d, slowfast, video_swin, timesformer, uniformer  # noqa: F401,E401,E402
+from . import videomae  # noqa: F401,E402  (pretrained video transformers through transformers, imported lazily)
 
 
 def _import_other_backbones() -> None:

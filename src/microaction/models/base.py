@@ -51,7 +51,13 @@ class ClipClassifier(nn.Module):
     ``weights_name`` names the weights in logs and errors; ``library_weights()`` gives
     ``(label, torchvision weight-enum member)`` or None; ``adapt_weights(state)`` maps a file's
     state dict onto this module's key names; keys containing one of ``weights_allow_missing``
-    may stay at their initialisation; ``weights_strict`` also refuses keys the model lacks.
+    may stay at their initialisation; ``weights_strict`` also refuses keys the model lacks;
+    ``named_weights(source, local_files_only)`` reads weights that ``model.pretrained`` names by
+    something other than a file (a model folder or hub id of the library the backbone is built on).
+
+    Layer-wise learning-rate decay (the recognition task's ``layer_decay``) needs ``num_layer_groups``
+    (the depth L) and ``layer_group(name)``: 0 for the input embedding, 1..L for the blocks,
+    L + 1 for what follows them (the head is always L + 1). None: the backbone has no such order.
     """
 
     num_segments: int
@@ -63,6 +69,7 @@ class ClipClassifier(nn.Module):
     input_size: int | None = None  # set by models whose weights fix the frame size
     weights_allow_missing: tuple[str, ...] = ("head.",)
     weights_strict: bool = False
+    num_layer_groups: int | None = None
 
     @property
     def weights_name(self) -> str:
@@ -75,6 +82,16 @@ class ClipClassifier(nn.Module):
     def adapt_weights(self, state: dict) -> dict:
         """A loaded state dict in this module's key names (and shapes); the default keeps it as it is."""
         return state
+
+    def named_weights(self, source: str, local_files_only: bool) -> dict | None:
+        """The state dict of ``model.pretrained=<source>`` when ``source`` is no file: a model folder or hub id
+        the backbone's library reads (from its local cache only with ``local_files_only``). None: the
+        backbone reads state-dict files only. A source it cannot read is an error naming ``model.pretrained``."""
+        return None
+
+    def layer_group(self, name: str) -> int:
+        """The depth group (0 .. num_layer_groups + 1) of parameter ``name`` (see the class docstring)."""
+        raise NotImplementedError(f"{type(self).__name__} has no layer order (num_layer_groups is None)")
 
     def check_clip(self, x: torch.Tensor) -> None:
         """Refuse, naming the setting, a clip of another shape than the model was built for."""

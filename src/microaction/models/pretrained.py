@@ -99,6 +99,7 @@ def load_pretrained(
     adapt: Callable[[dict], dict] | None = None,
     allow_missing: tuple[str, ...] = ("head.",),
     strict: bool = False,
+    named: Callable[[str, bool], dict | None] | None = None,
 ) -> str:
     """Load weights into ``model`` from a state-dict file or a library's weights; return what it starts from.
 
@@ -109,7 +110,10 @@ def load_pretrained(
     so is ``required`` when the library's weights cannot be had; only ``true`` falls back to random
     initialisation, with a warning. Weights that do not fit the architecture are an error. Keys
     containing one of ``allow_missing`` may stay at their initialisation; ``strict=True`` also refuses
-    weights of keys the model lacks (other than those), e.g. a deeper network's.
+    weights of keys the model lacks (other than those), e.g. a deeper network's. ``named(source,
+    local_files_only)``: the backbone's reader of a path that is no file (a model folder or hub id, read
+    from the local cache only under ``MICROACTION_OFFLINE=1``), returning a state dict or None (not its
+    kind); what it read is recorded as the folder's absolute path or the id as given.
     """
     from ..utils.untrusted import load_torch_file
 
@@ -117,7 +121,15 @@ def load_pretrained(
     if mode == "random":
         log.info("%s: random initialisation (model.pretrained=false)", name)
         return "random"
-    if mode == "path":
+    named_state = None
+    if mode == "path" and named is not None and not Path(path).expanduser().is_file():
+        named_state = named(path, offline())
+    if named_state is not None:
+        folder = Path(path).expanduser()
+        state = named_state
+        init = str(folder.resolve()) if folder.is_dir() else path
+        source = f"model.pretrained={init}"
+    elif mode == "path":
         file = Path(path).expanduser().resolve()
         state = load_torch_file(file, "model.pretrained")
         init, source = str(file), f"model.pretrained={file}"

@@ -9,8 +9,8 @@ A backbone file registers its class beside its definition, with the facts the mo
 One class may be registered under several names with settings the name fixes
 (``fixed=dict(shift=True, se=False)`` is TSM). ``create_model(name, **settings)`` checks every
 setting against the class's constructor and the head's settings before anything is built,
-builds the backbone, attaches the shared ``ClipHead`` and loads the pretrained weights
-``pretrained`` asks for. ``frames`` (T) and ``size`` are the method's standard input: the
+builds the backbone, attaches the head ``head`` names (heads.py: the shared ``ClipHead``, or the
+hierarchical head) and loads the pretrained weights ``pretrained`` asks for. ``frames`` (T) and ``size`` are the method's standard input: the
 defaults of ``num_segments`` and (for a model that takes one) ``input_size``, and what
 scripts/model_zoo.py counts parameters and FLOPs at.
 """
@@ -21,7 +21,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .base import ClipClassifier, ClipHead
+from .base import ClipClassifier
+from .heads import build_head, check_head
 from .pretrained import load_pretrained, pretrained_mode
 
 # settings of the shared head (and of weight loading) that every registered model takes, with their defaults
@@ -30,6 +31,11 @@ HEAD_SETTINGS: dict[str, Any] = {
     "dropout": 0.5,
     "embed_dim": 300,
     "embed_hidden": 300,
+    # linear | hierarchical (heads.py: a body-part head, fused with the fine one by head_fusion)
+    "head": "linear",
+    "head_fusion": 0.5,
+    # the label space's fine -> coarse mapping, which the hierarchical head needs (the task passes it)
+    "fine_to_coarse": None,
     "pretrained": False,
 }
 
@@ -165,7 +171,9 @@ def create_model(name: str, **settings) -> ClipClassifier:
     given = {**info.defaults, **settings}
     head = {k: given.get(k, default) for k, default in HEAD_SETTINGS.items()}
     pretrained, num_classes = head.pop("pretrained"), head.pop("num_classes")
+    kind, fusion, fine_to_coarse = head.pop("head"), head.pop("head_fusion"), head.pop("fine_to_coarse")
     mode, _ = pretrained_mode(pretrained)  # a value of the wrong kind is refused before building
+    check_head(kind, num_classes, fusion, fine_to_coarse)
     kwargs = {k: v for k, v in given.items() if k in info.backbone_settings}
     kwargs.setdefault("num_segments", info.frames)
     if "input_size" in info.backbone_settings:
@@ -174,7 +182,7 @@ def create_model(name: str, **settings) -> ClipClassifier:
         kwargs["dropout"] = head["dropout"]
     model = info.cls(**kwargs, **info.fixed)
     # the head is built right after the backbone, as each backbone built its own before
-    model.head = ClipHead(model.num_features, num_classes, **head)
+    model.head = build_head(kind, model.num_features, num_classes, **head, fusion=fusion, fine_to_coarse=fine_to_coarse)
     model.initialised_from = load_pretrained(
         model,
         pretrained,
@@ -183,5 +191,6 @@ def create_model(name: str, **settings) -> ClipClassifier:
         adapt=model.adapt_weights,
         allow_missing=model.weights_allow_missing,
         strict=model.weights_strict,
+        named=model.named_weights,
     )
     return model

@@ -140,7 +140,9 @@ class ClipTask(L.LightningModule):
         values = self.compute_metrics(stage)  # synchronised across ranks
         if values["num_clips"] == 0:
             return {}
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, prog_bar=stage == "val")
+        # the progress bar shows the loss and the validation value of ``best_key``; every metric is logged
+        for k, v in values.items():
+            self.log(f"{stage}/{k}", v, prog_bar=stage == "val" and k == self.best_key)
         return values
 
     def on_train_epoch_start(self) -> None:
@@ -154,7 +156,7 @@ class ClipTask(L.LightningModule):
         values = self._log_metrics("val")
         if values and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             self.val_best(values[self.best_key])
-            self.log(f"val/{self.best_key}_best", self.val_best.compute(), prog_bar=True)
+            self.log(f"val/{self.best_key}_best", self.val_best.compute())
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")

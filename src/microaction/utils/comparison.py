@@ -1,6 +1,7 @@
 """What the comparison scripts (scripts/compare_*.py) share: one data folder for every run, the dataset
-generated once before any timing, and each row an ordinary ``train.py experiment=...`` run in its own
-folder whose metrics are read back."""
+generated once before any timing, each row an ordinary ``train.py experiment=...`` run (or an ``eval.py``
+run of a trained checkpoint) in its own folder whose metrics are read back, and a row's runs over several
+training seeds folded into mean ± sample standard deviation (``microaction.results.Stat``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..results import Column, Row, Stat, Table
 
 
 def with_data_dir(repo: Path, overrides: list[str]) -> list[str]:
@@ -22,15 +26,20 @@ def with_data_dir(repo: Path, overrides: list[str]) -> list[str]:
     return [*overrides, f"paths.data_dir={data_dir}"]
 
 
+def compose_train(repo: Path, experiment: str, overrides: list[str]):
+    """``repo``'s train.py config for ``experiment=<experiment>`` and ``overrides``, as its runs compose it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(repo / "conf"), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={experiment}", *overrides])
+
+
 def prepare_data(repo: Path, experiment: str, overrides: list[str]) -> Path:
     """Generate ``experiment``'s dataset once (nothing with ``data.generate=null``), from the same composed
     config as its runs; returns the data root."""
-    from hydra import compose, initialize_config_dir
-
     from ..data.synthetic import get_generator
 
-    with initialize_config_dir(str(repo / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", *overrides])
+    cfg = compose_train(repo, experiment, overrides)
     root = Path(cfg.data.root)
     if cfg.data.generate:
         get_generator(cfg.data.generate)(root, **dict(cfg.data.generate_kwargs))
@@ -59,3 +68,67 @@ def train_run(repo: Path, name: str, experiment: str, run_dir: Path, overrides: 
     if not isinstance(metrics.get("test"), dict):
         raise SystemExit(f"{name}: no test metrics ({metrics.get('test')!r}); the comparison needs test labels")
     return metrics, seconds
+
+
+def eval_run(repo: Path, name: str, ckpt: Path, run_dir: Path, overrides: list[str], split: str = "test",
+             seed: int = 0) -> tuple[dict, float]:
+    """Run ``repo``'s ``eval.py ckpt_path=<ckpt> split=<split>`` into ``run_dir`` (its output kept in
+    ``<run_dir>.log``); returns its metrics.json and the seconds it took. The data settings are the
+    checkpoint's, with the ``data.*`` of ``overrides`` on top (eval.py's rule). A failed run stops the
+    comparison, naming its log."""
+    cmd = [sys.executable, str(repo / "eval.py"), f"ckpt_path={ckpt}", f"split={split}", f"seed={seed}",
+           f"hydra.run.dir={run_dir}", "extras.print_config=false", *overrides]
+    print("$ " + " ".join(cmd), flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seconds = time.time() - t0
+    log_file = run_dir.parent / f"{run_dir.name}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text(proc.stdout)
+    if proc.returncode != 0:
+        print(proc.stdout[-4000:])
+        raise SystemExit(f"{name}: eval.py failed (exit {proc.returncode}), log in {log_file}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if not isinstance(metrics.get(split), dict):
+        raise SystemExit(f"{name}: no {split} metrics ({metrics.get(split)!r}); the comparison needs {split} labels")
+    return metrics, seconds
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def over_seeds(runs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """One row's figures from its runs (training seed -> figures): every numeric figure's mean over the runs
+    that have it (``Stat.mean``; None when none has), its sample standard deviation under ``"std"`` (None for
+    a single run) and the runs themselves under ``"runs"`` (by seed). With one seed the means are that run's
+    figures."""
+    if not runs:
+        raise ValueError("no runs to fold over seeds")
+    keys = list(dict.fromkeys(k for r in runs.values() for k, v in r.items() if _number(v)))
+    stats = {k: Stat([float(r[k]) for r in runs.values() if _number(r.get(k))]) for k in keys}
+    return {**{k: s.mean for k, s in stats.items()}, "std": {k: s.std for k, s in stats.items()},
+            "runs": {str(seed): dict(r) for seed, r in runs.items()}}
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    """How a table's title says what its cells are."""
+    if len(seeds) == 1:
+        return f"training seed {seeds[0]}"
+    return f"mean ± sample std over training seeds {', '.join(map(str, seeds))}"
+
+
+def table_over_seeds(title: str, label_columns: Sequence[str],
+                     rows: Iterable[tuple[Sequence[str], Mapping[int, Mapping[str, Any]]]],
+                     columns: Sequence[Column], percent: Iterable[str] = ()) -> Table:
+    """A ``microaction.results.Table`` of comparison rows: each row (its labels, {seed: figures}) with one cell
+    per column, the ``Stat`` of that figure over the row's runs, ``percent`` keys (fractions) shown in %. The
+    count of runs (``n``) is a column when some row has more than one."""
+    percent = set(percent)
+    out = []
+    for labels, runs in rows:
+        cells = {c.key: Stat([(100.0 if c.key in percent else 1.0) * float(r[c.key]) for r in runs.values()
+                              if _number(r.get(c.key))]) for c in columns}
+        out.append(Row(labels=list(labels), cells=cells, count=len(runs)))
+    return Table(title, list(label_columns), list(columns), out, show_n=any(r.n > 1 for r in out))
+

@@ -45,12 +45,25 @@ def export_swept_keys() -> None:
         os.environ[SWEPT_KEYS_ENV] = ",".join(sorted(swept_keys()))
 
 
+def sweeper_param_keys() -> set[str]:
+    """Keys a sweeper searches by its own config (``hydra.sweeper.params``, e.g. the Optuna sweeper of
+    ``hparams_search=...``): they are swept although the command line does not sweep them."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        params = HydraConfig.get().sweeper.get("params")
+    except (ImportError, ValueError, AttributeError):
+        return set()
+    return {str(k) for k in params} if params else set()
+
+
 def sweep_job_dirname(task_overrides) -> str:
     """A sweep job's folder name: the values of the swept keys, e.g. ``loss.alpha=0.1``
     (all of the job's overrides when nothing is swept)."""
     overrides = [str(o) for o in task_overrides]
     recorded = os.environ.get(SWEPT_KEYS_ENV)
     swept = set(filter(None, recorded.split(","))) if recorded is not None else swept_keys()
+    swept |= sweeper_param_keys()
     chosen = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept] if swept else overrides
     return safe_dirname(",".join(chosen))
 
@@ -177,9 +190,11 @@ def sweep_identity() -> tuple[str | None, str | None]:
         hc = HydraConfig.get()
     except (ImportError, ValueError):
         return None, None
+    output_dir = OmegaConf.select(hc, "runtime.output_dir", default=None, throw_on_missing=False)
+    job = Path(output_dir).name if output_dir and output_dir != "???" else None  # None: a config composed, not run
     if hc.mode != RunMode.MULTIRUN:
-        return None, Path(hc.runtime.output_dir).name
-    return Path(hc.sweep.dir).name, Path(hc.runtime.output_dir).name
+        return None, job
+    return Path(hc.sweep.dir).name, job
 
 
 def instantiate_dict(section: DictConfig | None, what: str) -> list[Any]:
@@ -249,12 +264,30 @@ def _start_wandb(logger, entry: DictConfig):
     return instantiate(entry)
 
 
-def instantiate_loggers(section: DictConfig | None) -> list[Any]:
+def wandb_run_name(group: str | None, job: str | None, max_len: int = 128) -> str | None:
+    """A W&B run's name when the config leaves it null: in a sweep the job's folder name (its number and
+    swept values, e.g. ``3_loss.alpha=5``); in a single run its command-line overrides, else its folder name."""
+    if group:
+        return job
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [str(o) for o in HydraConfig.get().overrides.task]
+    except (ImportError, ValueError):
+        overrides = []
+    name = ",".join(overrides) or job
+    if name and len(name) > max_len:
+        name = f"{name[: max_len - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+def instantiate_loggers(section: DictConfig | None, wandb_id: str | None = None) -> list[Any]:
     """Like ``instantiate_dict``, filling W&B's group/name/offline from the sweep.
 
     W&B with ``offline: null`` logs online when an API key is configured and the server answers
     within ``WANDB_CHECK_TIMEOUT_S`` seconds, and offline otherwise (said in the log); an online run
     that W&B then fails to start falls back to offline as well, so the job goes on either way.
+    ``wandb_id``: continue that W&B run (a job resumed in its folder), unless the config sets an ``id``.
     """
     if not section:
         return []
@@ -266,8 +299,12 @@ def instantiate_loggers(section: DictConfig | None) -> list[Any]:
             OmegaConf.set_struct(entry, False)
             if entry.get("group") is None and group:
                 entry.group = group
-            if entry.get("name") is None and job:
-                entry.name = job
+            if entry.get("name") is None:
+                entry.name = wandb_run_name(group, job)
+            if wandb_id and entry.get("id") is None and entry.get("version") is None:
+                entry.id = wandb_id
+                entry.resume = "allow"
+                log.info("W&B: continuing run %s (its id is kept in the run folder)", wandb_id)
             if entry.get("offline") is None:
                 reason = _wandb_offline_reason()
                 entry.offline = reason is not None
