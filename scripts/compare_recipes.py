@@ -37,9 +37,9 @@ import time
 from pathlib import Path
 
 from microaction.labels import LabelSpace
-from microaction.results import Column, Table, best_checkpoint, head_tail_f1, parse_override, write_table
+from microaction.results import Column, Table, best_checkpoint, head_tail_f1, parse_override
 from microaction.utils.comparison import (compose_train, eval_run, over_seeds, prepare_data, seeds_text,
-                                          table_over_seeds, train_run, with_data_dir)
+                                          table_over_seeds, train_run, with_data_dir, write_comparison)
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "procedural_manet"
@@ -163,11 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
                "seeds": args.seeds, "rows": {row: row_switch(row, args.test_clips, args.test_crops) for row in args.rows},
                "views": {"clips": args.test_clips, "crops": args.test_crops}, "epochs": args.epochs,
                "overrides": overrides, "runs": str(out), "wall_s": round(time.time() - start, 1), "results": results}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
-    # comparison.md (the table), .csv (values and the columns' spread) and .tex
-    write_table(table, out, "comparison", title=False)
-    print(json.dumps(summary))
+    write_comparison(out, summary, table)
     return summary
 
 

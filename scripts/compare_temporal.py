@@ -39,9 +39,9 @@ import time
 from pathlib import Path
 
 from microaction.labels import LabelSpace
-from microaction.results import Column, Table, head_tail_f1, load_job, write_table
+from microaction.results import Column, Table, head_tail_f1, load_job
 from microaction.utils.comparison import (over_seeds, prepare_data, seeds_text, table_over_seeds, train_run,
-                                          with_data_dir)
+                                          with_data_dir, write_comparison)
 
 REPO = Path(__file__).resolve().parents[1]
 # the default rows; the ablations on request (conf/experiment/procedural_<model>.yaml each)
@@ -159,10 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
                "seed": seed_list[0] if len(seed_list) == 1 else None, "seeds": seed_list,
                "epochs": args.epochs, "overrides": overrides, "runs": str(out),
                "wall_s": round(time.time() - start, 1), "results": results}
-    (out / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
-    # comparison.md (the table), .csv (values and the columns' spread) and .tex
-    write_table(table, out, "comparison", title=False)
-    print(json.dumps(summary))
+    write_comparison(out, summary, table)
     return summary
 
 

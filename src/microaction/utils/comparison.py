@@ -46,14 +46,11 @@ def prepare_data(repo: Path, experiment: str, overrides: list[str]) -> Path:
     return root
 
 
-def train_run(repo: Path, name: str, experiment: str, run_dir: Path, overrides: list[str], seed: int,
-              epochs: int | None = None) -> tuple[dict, float]:
-    """Run ``repo``'s ``train.py experiment=<experiment>`` into ``run_dir`` (its output kept in ``<run_dir>.log``);
-    returns its metrics.json and the seconds it took. A failed run stops the comparison, naming its log."""
-    cmd = [sys.executable, str(repo / "train.py"), f"experiment={experiment}", f"seed={seed}",
-           f"hydra.run.dir={run_dir}", "callbacks.rich_progress_bar=null", "extras.print_config=false", *overrides]
-    if epochs is not None:
-        cmd.append(f"trainer.max_epochs={epochs}")
+def _run_job(repo: Path, name: str, script: str, args: list[str], run_dir: Path, split: str) -> tuple[dict, float]:
+    """Run ``repo``'s ``script`` (train.py, eval.py) with ``args`` into ``run_dir``, its output kept in
+    ``<run_dir>.log``; returns its metrics.json and the seconds it took. A failed run, or one without ``split``'s
+    metrics, stops the comparison, naming its log."""
+    cmd = [sys.executable, str(repo / script), *args]
     print("$ " + " ".join(cmd), flush=True)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -63,11 +60,22 @@ def train_run(repo: Path, name: str, experiment: str, run_dir: Path, overrides: 
     log_file.write_text(proc.stdout)
     if proc.returncode != 0:
         print(proc.stdout[-4000:])
-        raise SystemExit(f"{name}: train.py failed (exit {proc.returncode}), log in {log_file}")
+        raise SystemExit(f"{name}: {script} failed (exit {proc.returncode}), log in {log_file}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    if not isinstance(metrics.get("test"), dict):
-        raise SystemExit(f"{name}: no test metrics ({metrics.get('test')!r}); the comparison needs test labels")
+    if not isinstance(metrics.get(split), dict):
+        raise SystemExit(f"{name}: no {split} metrics ({metrics.get(split)!r}); the comparison needs {split} labels")
     return metrics, seconds
+
+
+def train_run(repo: Path, name: str, experiment: str, run_dir: Path, overrides: list[str], seed: int,
+              epochs: int | None = None) -> tuple[dict, float]:
+    """Run ``repo``'s ``train.py experiment=<experiment>`` into ``run_dir`` (its output kept in ``<run_dir>.log``);
+    returns its metrics.json and the seconds it took. A failed run stops the comparison, naming its log."""
+    args = [f"experiment={experiment}", f"seed={seed}", f"hydra.run.dir={run_dir}", "callbacks.rich_progress_bar=null",
+            "extras.print_config=false", *overrides]
+    if epochs is not None:
+        args.append(f"trainer.max_epochs={epochs}")
+    return _run_job(repo, name, "train.py", args, run_dir, "test")
 
 
 def eval_run(repo: Path, name: str, ckpt: Path, run_dir: Path, overrides: list[str], split: str = "test",
@@ -76,22 +84,20 @@ def eval_run(repo: Path, name: str, ckpt: Path, run_dir: Path, overrides: list[s
     ``<run_dir>.log``); returns its metrics.json and the seconds it took. The data settings are the
     checkpoint's, with the ``data.*`` of ``overrides`` on top (eval.py's rule). A failed run stops the
     comparison, naming its log."""
-    cmd = [sys.executable, str(repo / "eval.py"), f"ckpt_path={ckpt}", f"split={split}", f"seed={seed}",
-           f"hydra.run.dir={run_dir}", "extras.print_config=false", *overrides]
-    print("$ " + " ".join(cmd), flush=True)
-    t0 = time.time()
-    proc = subprocess.run(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seconds = time.time() - t0
-    log_file = run_dir.parent / f"{run_dir.name}.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    log_file.write_text(proc.stdout)
-    if proc.returncode != 0:
-        print(proc.stdout[-4000:])
-        raise SystemExit(f"{name}: eval.py failed (exit {proc.returncode}), log in {log_file}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    if not isinstance(metrics.get(split), dict):
-        raise SystemExit(f"{name}: no {split} metrics ({metrics.get(split)!r}); the comparison needs {split} labels")
-    return metrics, seconds
+    args = [f"ckpt_path={ckpt}", f"split={split}", f"seed={seed}", f"hydra.run.dir={run_dir}",
+            "extras.print_config=false", *overrides]
+    return _run_job(repo, name, "eval.py", args, run_dir, split)
+
+
+def write_comparison(out: Path, summary: dict, table: Table) -> None:
+    """A comparison's files in ``out``: comparison.json (``summary``), comparison.md (the table), .csv (values
+    and the columns' spread) and .tex; then ``summary`` as the output's last line (JSON)."""
+    from ..results import write_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_table(table, out, "comparison", title=False)
+    print(json.dumps(summary))
 
 
 def _number(value: Any) -> bool:
