@@ -171,6 +171,22 @@ def test_debug_limit_with_zero_batches_is_refused_before_the_model(tiny_root, tm
         train(cfg)
 
 
+def test_an_evaluated_split_turned_off_is_refused_before_the_model(tiny_root, tmp_path, no_model):
+    """trainer.limit_<split>_batches=0 is Lightning's "stage off"; train.py evaluates val and test after the fit,
+    so a 0 for either is named with the way to leave the evaluation out, before the model is built."""
+    from microaction.pipeline import train
+
+    overrides = [o for o in FAST if not o.startswith("trainer.limit_")]
+    cfg = compose_train([*overrides, f"data.root={tiny_root}", "trainer.limit_test_batches=0"], tmp_path)
+    with pytest.raises(ConfigError) as exc:
+        train(cfg)
+    assert exc.value.problems == ["trainer.limit_test_batches=0 turns the test split off, but this job evaluates it",
+                                  "test=false leaves out the evaluation of val and test after training"]
+    cfg = compose_train([*overrides, f"data.root={tiny_root}", "trainer.limit_test_batches=0", "test=false"], tmp_path)
+    with pytest.raises(AssertionError, match="the model was built"):
+        train(cfg)
+
+
 def test_debug_limit_as_a_user_types_it(tiny_root, tmp_path):
     proc = run_cli("train.py", ["experiment=quickstart", "data.generate=null", f"data.root={tiny_root}", "debug=limit",
                                 "trainer.accelerator=cpu", "extras.print_config=false"], tmp_path, check=False)

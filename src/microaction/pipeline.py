@@ -22,7 +22,7 @@ from .logging_extras import EpochLines, RunLogs, log_to_files, plain_metric_tabl
 from .models.pretrained import pretrained_mode
 from .registry import DATAMODULES, LEGACY_TASK, TASKS
 from .utils import distributed
-from .utils.checks import check_config
+from .utils.checks import ConfigError, check_config
 from .utils.config import instantiate_dict, instantiate_loggers, print_config, save_resolved_config
 from .utils.untrusted import find_targets, load_torch_file
 
@@ -89,9 +89,16 @@ def _early_data_check(dm: L.LightningDataModule, splits: tuple[str, ...]) -> Non
         dm.check_layout(splits)
 
 
-def _early_batch_check(dm: L.LightningDataModule, trainer_cfg: DictConfig, splits: tuple[str, ...], world: int) -> None:
+def _early_batch_check(dm: L.LightningDataModule, trainer_cfg: DictConfig, splits: tuple[str, ...], world: int,
+                       evaluated: tuple[str, ...] = (), off_hint: str = "") -> None:
     """A fractional trainer.limit_*_batches that leaves a split without a batch, refused before the model is
-    built. Generated data has no lists yet: the datamodule's setup() checks these splits once it has."""
+    built. Generated data has no lists yet: the datamodule's setup() checks these splits once it has.
+    ``evaluated``: the splits the job evaluates (metrics and prediction files), whose limit 0 (Lightning's
+    "stage off") would leave nothing to report; ``off_hint`` says how to leave the evaluation out instead."""
+    off = [f"trainer.limit_{s}_batches=0 turns the {s} split off, but this job evaluates it" for s in evaluated
+           if trainer_cfg.get(f"limit_{s}_batches") == 0]
+    if off:
+        raise ConfigError([*off, off_hint] if off_hint else off)
     dm.limit_check_splits = splits
     if dm.root is not None and dm.root.is_dir():
         dm.check_batch_limits(trainer_cfg, splits, world)
@@ -262,7 +269,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dm: L.LightningDataModule = instantiate(cfg.data)
     _early_data_check(dm, ("train", "val") + (("test",) if cfg.get("test") else ()))
     run_splits = (("train", "val") if cfg.get("train", True) else ()) + (("val", "test") if cfg.get("test", True) else ())
-    _early_batch_check(dm, cfg.trainer, tuple(dict.fromkeys(run_splits)), layout.world_size)
+    _early_batch_check(dm, cfg.trainer, tuple(dict.fromkeys(run_splits)), layout.world_size,
+                       ("val", "test") if cfg.get("test", True) else (),
+                       "test=false leaves out the evaluation of val and test after training")
     module = _build_task(cfg, dm.label_space)
     module.built_from = {"task": TASKS.name_of(type(module)), "datamodule": DATAMODULES.name_of(type(dm))}
     _check_frames(module, dm)
@@ -485,7 +494,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     _early_data_check(dm, (cfg.split,))
     _check_label_space(module, dm, ckpt_path)
     _check_frames(module, dm, ckpt_path)
-    _early_batch_check(dm, cfg.trainer, (cfg.split,), layout.world_size)
+    _early_batch_check(dm, cfg.trainer, (cfg.split,), layout.world_size, (cfg.split,),
+                       "expected a whole number of batches >= 1 or a fraction in (0, 1]")
 
     loggers = instantiate_loggers(cfg.get("logger"))
     writer, plots = PredictionWriter(out_dir), ConfusionMatrixPlots(out_dir)
