@@ -3,6 +3,8 @@
 
     python scripts/compare_recipes.py                               # seeds 0 and 1, the default rows
     python scripts/compare_recipes.py --rows baseline balanced hierarchical reweight views --seeds 0 1 2
+    # two runs at a time, each with half the CPU cores as torch threads (OMP_NUM_THREADS)
+    python scripts/compare_recipes.py --rows baseline balanced hierarchical reweight views --seeds 0 1 2 --jobs 2
     # other data need their own root: a dataset made with other arguments is refused, not reused
     python scripts/compare_recipes.py -- data.root='${paths.data_dir}/proc_crf23' data.generate_kwargs.crf=23
 
@@ -38,8 +40,9 @@ from pathlib import Path
 
 from microaction.labels import LabelSpace
 from microaction.results import Column, Table, best_checkpoint, head_tail_f1, parse_override
-from microaction.utils.comparison import (compose_train, eval_run, over_seeds, prepare_data, seeds_text,
-                                          table_over_seeds, train_run, with_data_dir, write_comparison)
+from microaction.utils.comparison import (compose_train, eval_run, over_seeds, prepare_data, run_parallel, seeds_text,
+                                          table_over_seeds, threads_per_job, train_run, with_data_dir,
+                                          write_comparison)
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "procedural_manet"
@@ -87,6 +90,12 @@ def comparison_table(results: dict[str, dict], seeds: list[int], clips: int = 3,
                             percent=COLUMNS)
 
 
+def report(row: str, seed: int, run: dict) -> dict:
+    print(f"{row} seed {seed}: test F1_mean {100 * run['F1_mean']:.2f}, F1_tail {100 * run['F1_tail']:.2f} "
+          f"({run['seconds']:.0f} s)", flush=True)
+    return run
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), choices=ROWS,
@@ -97,11 +106,15 @@ def main(argv: list[str] | None = None) -> dict:
                    "(default 3)")
     p.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs (default: the experiment's)")
     p.add_argument("--out", type=Path, default=None, help="run folders go here (default: logs/compare_recipes/<time>)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, the CPU cores shared out among them "
+                   "(default 1)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides passed to every training run (after --); eval.py "
                    "takes their trainer.* and paths.*")
     args = p.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         p.error(f"--epochs {args.epochs}: expected at least 1")
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: expected at least 1")
     if not 1 <= args.test_clips <= 32:
         p.error(f"--test-clips {args.test_clips}: expected 1 to 32 (data.test_views.clips)")
     for flag, values in (("--rows", args.rows), ("--seeds", args.seeds)):
@@ -134,27 +147,35 @@ def main(argv: list[str] | None = None) -> dict:
     with (root / "procedural.json").open() as f:
         meta = json.load(f)
 
+    threads = threads_per_job(args.jobs)
     runs: dict[str, dict[int, dict]] = {row: {} for row in args.rows}
-    for seed in args.seeds:
-        for row in [r for r in args.rows if r != VIEWS]:  # the trained rows first: views needs the baseline
-            run_dir = out / f"seed{seed}" / row
-            metrics, seconds = train_run(REPO, f"{row} (seed {seed})", EXPERIMENT, run_dir,
-                                         [*overrides, *SWITCHES[row]], seed, args.epochs)
-            runs[row][seed] = figures(run_dir, metrics, seconds)
-        if VIEWS in args.rows:
-            baseline = out / f"seed{seed}" / "baseline"
-            try:
-                ckpt = best_checkpoint(baseline)
-            except FileNotFoundError as err:
-                raise SystemExit(f"{VIEWS} (seed {seed}): {err}; did the baseline validate?") from None
-            run_dir = out / f"seed{seed}" / VIEWS
-            metrics, seconds = eval_run(REPO, f"{VIEWS} (seed {seed})", ckpt, run_dir, [*eval_overrides, *views],
-                                        "test", seed)
-            runs[VIEWS][seed] = {**figures(run_dir, metrics, seconds), "checkpoint": str(ckpt)}
-        for row in args.rows:
-            r = runs[row][seed]
-            print(f"{row} seed {seed}: test F1_mean {100 * r['F1_mean']:.2f}, F1_tail {100 * r['F1_tail']:.2f} "
-                  f"({r['seconds']:.0f} s)", flush=True)
+
+    def train_one(row: str, seed: int) -> dict:
+        run_dir = out / f"seed{seed}" / row
+        metrics, seconds = train_run(REPO, f"{row} (seed {seed})", EXPERIMENT, run_dir,
+                                     [*overrides, *SWITCHES[row]], seed, args.epochs, threads)
+        return report(row, seed, figures(run_dir, metrics, seconds))
+
+    def views_of_baseline(seed: int) -> dict:
+        baseline = out / f"seed{seed}" / "baseline"
+        try:
+            ckpt = best_checkpoint(baseline)
+        except FileNotFoundError as err:
+            raise SystemExit(f"{VIEWS} (seed {seed}): {err}; did the baseline validate?") from None
+        run_dir = out / f"seed{seed}" / VIEWS
+        metrics, seconds = eval_run(REPO, f"{VIEWS} (seed {seed})", ckpt, run_dir, [*eval_overrides, *views],
+                                    "test", seed, threads)
+        return report(VIEWS, seed, {**figures(run_dir, metrics, seconds), "checkpoint": str(ckpt)})
+
+    # the trained rows first (any order, --jobs at a time), then views, which needs the baselines' checkpoints
+    trained = [(row, seed) for seed in args.seeds for row in args.rows if row != VIEWS]
+    for (row, seed), run in zip(trained, run_parallel([lambda r=row, s=seed: train_one(r, s) for row, seed in trained],
+                                                      args.jobs)):
+        runs[row][seed] = run
+    if VIEWS in args.rows:
+        for seed, run in zip(args.seeds, run_parallel([lambda s=seed: views_of_baseline(s) for seed in args.seeds],
+                                                      args.jobs)):
+            runs[VIEWS][seed] = run
     results = {row: over_seeds(runs[row]) for row in args.rows}
 
     table = comparison_table(results, args.seeds, args.test_clips, args.test_crops)

@@ -5,6 +5,8 @@
     python scripts/compare_temporal.py --models tsn tsm --seed 1
     # the paper's two ablations too, each row over three training seeds (mean ± sample std)
     python scripts/compare_temporal.py --models tsn tsm manet wo_se wo_emb --seeds 0 1 2
+    # two runs at a time, each with half the CPU cores as torch threads (OMP_NUM_THREADS)
+    python scripts/compare_temporal.py --models tsn tsm manet wo_se wo_emb --seeds 0 1 2 --jobs 2
     # other data need their own root: a dataset made with other arguments is refused, not reused
     python scripts/compare_temporal.py -- data.root='${paths.data_dir}/proc_crf23' data.generate_kwargs.crf=23
 
@@ -40,8 +42,8 @@ from pathlib import Path
 
 from microaction.labels import LabelSpace
 from microaction.results import Column, Table, head_tail_f1, load_job
-from microaction.utils.comparison import (over_seeds, prepare_data, seeds_text, table_over_seeds, train_run,
-                                          with_data_dir, write_comparison)
+from microaction.utils.comparison import (over_seeds, prepare_data, run_parallel, seeds_text, table_over_seeds,
+                                          threads_per_job, train_run, with_data_dir, write_comparison)
 
 REPO = Path(__file__).resolve().parents[1]
 # the default rows; the ablations on request (conf/experiment/procedural_<model>.yaml each)
@@ -115,10 +117,14 @@ def main(argv: list[str] | None = None) -> dict:
                             help="several training seeds: every model is trained once per seed, each cell their "
                                  "mean ± sample std")
     p.add_argument("--out", type=Path, default=None, help="run folders go here (default: logs/compare_temporal/<time>)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, the CPU cores shared out among them "
+                   "(default 1)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run (after --)")
     args = p.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         p.error(f"--epochs {args.epochs}: expected at least 1")
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: expected at least 1")
     for flag, values in (("--models", args.models), ("--seeds", args.seeds or [])):
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
         if repeated:
@@ -134,23 +140,29 @@ def main(argv: list[str] | None = None) -> dict:
         meta = json.load(f)
     pairs = [tuple(x) for x in meta["order_pairs"]]
 
+    threads = threads_per_job(args.jobs)
+
+    def run_one(model: str, seed: int) -> dict:
+        # one seed: <out>/<model> as always; several: <out>/<model>_seed<N>
+        name = model if len(seed_list) == 1 else f"{model}_seed{seed}"
+        run_dir = out / name
+        _, seconds = train_run(REPO, name, f"procedural_{model}", run_dir, overrides, seed, args.epochs, threads)
+        job = load_job(run_dir)
+        test, val = job.split_metrics("test"), job.split_metrics("val") or {}
+        run = {**{k: float(test[k]) for k in COLUMNS[:5]},
+               **head_tail_f1(run_dir / "predictions_test.csv", LabelSpace.ma52().train_counts),
+               **pair_scores(run_dir / "predictions_test.csv", pairs),
+               "val_F1_mean": float(val["F1_mean"]) if "F1_mean" in val else None, "seconds": seconds,
+               "run": str(run_dir)}
+        print(f"{name}: test F1_mean {100 * run['F1_mean']:.2f}, pair acc {100 * run['pair_acc']:.2f} "
+              f"({seconds:.0f} s)", flush=True)
+        return run
+
+    order = [(model, seed) for seed in seed_list for model in args.models]
+    done = run_parallel([lambda m=model, s=seed: run_one(m, s) for model, seed in order], args.jobs)
     runs: dict[str, dict[int, dict]] = {model: {} for model in args.models}
-    for seed in seed_list:
-        for model in args.models:
-            # one seed: <out>/<model> as always; several: <out>/<model>_seed<N>
-            name = model if len(seed_list) == 1 else f"{model}_seed{seed}"
-            run_dir = out / name
-            _, seconds = train_run(REPO, name, f"procedural_{model}", run_dir, overrides, seed, args.epochs)
-            job = load_job(run_dir)
-            test, val = job.split_metrics("test"), job.split_metrics("val") or {}
-            run = {**{k: float(test[k]) for k in COLUMNS[:5]},
-                   **head_tail_f1(run_dir / "predictions_test.csv", LabelSpace.ma52().train_counts),
-                   **pair_scores(run_dir / "predictions_test.csv", pairs),
-                   "val_F1_mean": float(val["F1_mean"]) if "F1_mean" in val else None, "seconds": seconds,
-                   "run": str(run_dir)}
-            runs[model][seed] = run
-            print(f"{name}: test F1_mean {100 * run['F1_mean']:.2f}, pair acc {100 * run['pair_acc']:.2f} "
-                  f"({seconds:.0f} s)", flush=True)
+    for (model, seed), run in zip(order, done):
+        runs[model][seed] = run
     results = {model: over_seeds(by_seed) for model, by_seed in runs.items()}
 
     table = comparison_table(results, seed_list)

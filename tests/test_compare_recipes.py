@@ -25,6 +25,7 @@ spec.loader.exec_module(compare_recipes)
     (["--", "data.sampler=random"], "data.sampler is what the rows compare"),
     (["--", "data.test_views.clips=2"], "data.test_views.clips is what the rows compare"),
     (["--test-clips", "0"], "--test-clips 0: expected 1 to 32"),
+    (["--jobs", "0"], "--jobs 0: expected at least 1"),
     (["--test-crops", "2"], "invalid choice: 2"),
     # procedural_manet validates every 4th epoch: one epoch writes no checkpoint for the views row
     (["--epochs", "1"], "trainer.check_val_every_n_epoch=4 > trainer.max_epochs=1"),
@@ -35,6 +36,50 @@ def test_bad_arguments_are_refused_before_any_work(argv, message, capsys, tmp_pa
     assert err.value.code == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing generated, nothing trained
+
+
+def test_parallel_runs_keep_their_order_and_stop_at_a_failure():
+    """run_parallel: results in the calls' order whatever order they finish in; a failure cancels the calls
+    not started, lets the running ones finish, and is raised."""
+    import threading
+    import time
+
+    from microaction.utils.comparison import run_parallel, threads_per_job
+
+    finished = []
+
+    def call(i, delay):
+        def run():
+            time.sleep(delay)
+            finished.append(i)
+            return i * 10
+        return run
+
+    assert run_parallel([call(0, 0.2), call(1, 0.0), call(2, 0.1)], jobs=3) == [0, 10, 20]
+    assert finished.index(1) < finished.index(0)  # they did run at once
+    assert run_parallel([call(3, 0), call(4, 0)], jobs=1) == [30, 40]
+
+    started, release = [], threading.Event()
+
+    def failing():
+        started.append("fail")
+        raise SystemExit("row x: train.py failed")
+
+    def slow():
+        started.append("slow")
+        release.wait(5)
+        return "slow done"
+
+    def never():
+        started.append("never")
+
+    threading.Timer(0.3, release.set).start()
+    with pytest.raises(SystemExit, match="row x"):
+        run_parallel([slow, failing, never], jobs=2)
+    assert "never" not in started and release.is_set()  # the running call finished before the error came
+    assert threads_per_job(1) is None and threads_per_job(10**6) == 1
+    with pytest.raises(ValueError, match="jobs=0"):
+        threads_per_job(0)
 
 
 def test_each_trained_row_is_the_recipe_plus_its_one_switch():
@@ -107,7 +152,7 @@ def test_three_crops_at_the_recipes_size_are_the_training_crops_extremes():
 
 def test_compare_recipes_as_documented(checkout):
     """`python scripts/compare_recipes.py` from the root of a copy of the repository, with one seed, two of the
-    trained rows (each a train.py process: the switches alone are checked above) and tiny sizes appended, one
+    trained rows (each a train.py process, both at once with --jobs 2: the switches alone are checked above) and tiny sizes appended, one
     validation and one test batch: the baseline and the hierarchical head trained, eval.py with 3 x 3 views of
     the baseline's best checkpoint, the table and the JSON line; every figure is the run's own (metrics.json,
     its predictions)."""
@@ -119,7 +164,8 @@ def test_compare_recipes_as_documented(checkout):
     runs = checkout / "logs" / "compare_recipes"
     before = set(runs.iterdir()) if runs.is_dir() else set()
     proc = run_as_typed("python scripts/compare_recipes.py", checkout, [
-        "--seeds", "0", "--rows", "baseline", "hierarchical", "views", "--epochs", "1", "--", *PROCEDURAL_TINY,
+        "--seeds", "0", "--rows", "baseline", "hierarchical", "views", "--epochs", "1", "--jobs", "2", "--",
+        *PROCEDURAL_TINY,
         "trainer.check_val_every_n_epoch=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"])
     (out,) = [p for p in runs.iterdir() if p not in before]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -132,14 +132,17 @@ def test_ablation_experiments_derive_from_the_procedural_recipe_as_the_papers_do
 
 
 def test_ablations_over_two_seeds_end_to_end(checkout):
-    """`--models wo_emb --seeds 0 1` (a row of the documented 3-seed command and its seed handling, at the tiny
-    size, one validation batch): one run per seed, the row's cells the mean ± sample std of its runs' own figures.
-    wo_se's composition is checked above; it runs through the same code."""
+    """`--models wo_emb --seeds 0 1 --jobs 2` (a row of the documented 3-seed command and its seed handling, at
+    the tiny size, one validation batch): one run per seed, both at once, each with its share of the cores; the
+    row's cells the mean ± sample std of its runs' own figures. wo_se's composition is checked above; it runs
+    through the same code."""
+    from microaction.utils.comparison import cpu_count
+
     runs = checkout / "logs" / "compare_temporal"
     before = set(runs.iterdir()) if runs.is_dir() else set()
     proc = run_as_typed("python scripts/compare_temporal.py", checkout,
-                        ["--models", "wo_emb", "--seeds", "0", "1", "--epochs", "1", "--", *PROCEDURAL_TINY,
-                         "trainer.limit_val_batches=1"])
+                        ["--models", "wo_emb", "--seeds", "0", "1", "--epochs", "1", "--jobs", "2", "--",
+                         *PROCEDURAL_TINY, "trainer.limit_val_batches=1"])
     (out,) = [p for p in runs.iterdir() if p not in before]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert list(summary["results"]) == ["wo_emb"] and summary["seeds"] == [0, 1]
@@ -159,6 +162,16 @@ def test_ablations_over_two_seeds_end_to_end(checkout):
         (line,) = [ln for ln in table.splitlines() if ln.startswith(f"| {model} |")]
         cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
         assert cells["F1_mean"] == f"{np.mean(f1):.2f} ± {np.std(f1, ddof=1):.2f}" and cells["n"] == "2"
+    # --jobs 2: both runs were started with half the cores' threads, and each started before the other ended
+    launched = [ln for ln in proc.stdout.splitlines() if ln.startswith("$ ")]
+    assert len(launched) == 2 and all(ln.startswith(f"$ OMP_NUM_THREADS={max(1, cpu_count() // 2)} ")
+                                      for ln in launched)
+    spans = []
+    for seed in (0, 1):
+        stamps = [ln[1:24] for ln in (out / f"wo_emb_seed{seed}" / "train.log").read_text().splitlines()
+                  if ln.startswith("[20")]
+        spans.append((min(stamps), max(stamps)))
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], spans
     # MANet without the embedding loss
     config = yaml.safe_load((out / "wo_emb_seed0" / "config_resolved.yaml").read_text())
     assert (config["model"]["name"], config["loss"]["alpha"]) == ("manet", 0.0)

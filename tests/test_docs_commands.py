@@ -93,11 +93,15 @@ COVERED = {
         "printed from a copy of the repository, with tiny sizes appended",
     "python scripts/compare_temporal.py --models tsn tsm manet wo_se wo_emb --seeds 0 1 2":
         "test_compare_temporal.py::test_ablations_over_two_seeds_end_to_end runs the script with --models wo_emb "
-        "--seeds 0 1 at tiny size (a new row and the seeds' mean ± std; wo_se's config is checked by "
+        "--seeds 0 1 --jobs 2 at tiny size (a new row and the seeds' mean ± std; wo_se's config is checked by "
         "::test_ablation_experiments_derive_from_the_procedural_recipe_as_the_papers_do); "
         "::test_compare_temporal_end_to_end trains "
         "tsn and tsm, test_compare_recipes.py::test_compare_recipes_as_documented experiment=procedural_manet "
-        "(15 full runs are 2.5 hours on 2 cores)",
+        "(15 full runs are 3 to 10 hours on 2 cores)",
+    "python scripts/compare_temporal.py --models tsn tsm manet wo_se wo_emb --seeds 0 1 2 --jobs 2":
+        "test_compare_temporal.py::test_ablations_over_two_seeds_end_to_end runs the script with --models wo_emb "
+        "--seeds 0 1 --jobs 2 at tiny size: both runs at once, each with half the cores' threads (the 15 full runs "
+        "are hours on 2 cores)",
     "python scripts/compare_recipes.py":
         "test_compare_recipes.py::test_compare_recipes_as_documented runs it as printed from a copy of the repository, "
         "with --seeds 0, --rows baseline hierarchical views and tiny sizes appended (each trained row is a train.py "

@@ -9,11 +9,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from ..results import Column, Row, Stat, Table
+
+T = TypeVar("T")
 
 
 def with_data_dir(repo: Path, overrides: list[str]) -> list[str]:
@@ -46,14 +50,59 @@ def prepare_data(repo: Path, experiment: str, overrides: list[str]) -> Path:
     return root
 
 
-def _run_job(repo: Path, name: str, script: str, args: list[str], run_dir: Path, split: str) -> tuple[dict, float]:
+def cpu_count() -> int:
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_job(jobs: int) -> int | None:
+    """Torch's CPU threads for each of ``jobs`` runs at a time: the cores shared out (at least one); None for
+    one job at a time (the runs choose, as a user's run does)."""
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs}: expected at least 1")
+    return None if jobs == 1 else max(1, cpu_count() // jobs)
+
+
+def run_parallel(calls: Sequence[Callable[[], T]], jobs: int = 1) -> list[T]:
+    """Call each of ``calls`` (no arguments), ``jobs`` at a time, and return their results in order. With one
+    job they run one after another in this thread. When one fails, the calls not yet started are not started,
+    the running ones finish (their folders stay complete), then the error is raised (the first in
+    order when several failed)."""
+    if jobs == 1:
+        return [call() for call in calls]
+    failed = threading.Event()
+
+    def guarded(call: Callable[[], T]) -> T | None:
+        if failed.is_set():
+            return None
+        try:
+            return call()
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(guarded, call) for call in calls]
+        wait(futures)
+    for f in futures:
+        if f.exception() is not None:
+            raise f.exception()
+    return [f.result() for f in futures]
+
+
+def _run_job(repo: Path, name: str, script: str, args: list[str], run_dir: Path, split: str,
+             threads: int | None = None) -> tuple[dict, float]:
     """Run ``repo``'s ``script`` (train.py, eval.py) with ``args`` into ``run_dir``, its output kept in
-    ``<run_dir>.log``; returns its metrics.json and the seconds it took. A failed run, or one without ``split``'s
+    ``<run_dir>.log``; returns its metrics.json and the seconds it took. ``threads``: its torch CPU threads
+    (``OMP_NUM_THREADS``), when several runs share the machine. A failed run, or one without ``split``'s
     metrics, stops the comparison, naming its log."""
     cmd = [sys.executable, str(repo / script), *args]
-    print("$ " + " ".join(cmd), flush=True)
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    print("$ " + ("" if threads is None else f"OMP_NUM_THREADS={threads} ") + " ".join(cmd), flush=True)
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds = time.time() - t0
     log_file = run_dir.parent / f"{run_dir.name}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -68,25 +117,25 @@ def _run_job(repo: Path, name: str, script: str, args: list[str], run_dir: Path,
 
 
 def train_run(repo: Path, name: str, experiment: str, run_dir: Path, overrides: list[str], seed: int,
-              epochs: int | None = None) -> tuple[dict, float]:
+              epochs: int | None = None, threads: int | None = None) -> tuple[dict, float]:
     """Run ``repo``'s ``train.py experiment=<experiment>`` into ``run_dir`` (its output kept in ``<run_dir>.log``);
     returns its metrics.json and the seconds it took. A failed run stops the comparison, naming its log."""
     args = [f"experiment={experiment}", f"seed={seed}", f"hydra.run.dir={run_dir}", "callbacks.rich_progress_bar=null",
             "extras.print_config=false", *overrides]
     if epochs is not None:
         args.append(f"trainer.max_epochs={epochs}")
-    return _run_job(repo, name, "train.py", args, run_dir, "test")
+    return _run_job(repo, name, "train.py", args, run_dir, "test", threads)
 
 
 def eval_run(repo: Path, name: str, ckpt: Path, run_dir: Path, overrides: list[str], split: str = "test",
-             seed: int = 0) -> tuple[dict, float]:
+             seed: int = 0, threads: int | None = None) -> tuple[dict, float]:
     """Run ``repo``'s ``eval.py ckpt_path=<ckpt> split=<split>`` into ``run_dir`` (its output kept in
     ``<run_dir>.log``); returns its metrics.json and the seconds it took. The data settings are the
     checkpoint's, with the ``data.*`` of ``overrides`` on top (eval.py's rule). A failed run stops the
     comparison, naming its log."""
     args = [f"ckpt_path={ckpt}", f"split={split}", f"seed={seed}", f"hydra.run.dir={run_dir}",
             "extras.print_config=false", *overrides]
-    return _run_job(repo, name, "eval.py", args, run_dir, split)
+    return _run_job(repo, name, "eval.py", args, run_dir, split, threads)
 
 
 def write_comparison(out: Path, summary: dict, table: Table) -> None:
