@@ -6,6 +6,7 @@ and compare them in Table VI's columns.
     python scripts/compare_emotion.py --init logs/compare_emotion/<time>/ma52_manet/checkpoints/<best>.ckpt
     python scripts/compare_emotion.py --rows full wo_lower   # Table VII: without lower-limb labels
     python scripts/compare_emotion.py --seeds 0 1 2          # mean and spread over training seeds
+    python scripts/compare_emotion.py --jobs 2               # two rows at a time, half the cores each
     # other data need their own root: a dataset made with other arguments is refused, not reused
     python scripts/compare_emotion.py -- data.root='${paths.data_dir}/pro_small' data.generate_kwargs.num_train=200
 
@@ -26,7 +27,7 @@ import statistics
 import time
 from pathlib import Path
 
-from microaction.utils.comparison import prepare_data, train_run, with_data_dir
+from microaction.utils.comparison import prepare_data, run_parallel, threads_per_job, train_run, with_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("face", "action", "full", "wo_lower")
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (the data's: data.generate_kwargs.seed)")
     p.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs (default: the experiment's)")
     p.add_argument("--out", type=Path, default=None, help="run folders go here (default: logs/compare_emotion/<time>)")
+    p.add_argument("--jobs", type=int, default=1, help="rows trained at a time after the MANet they start from, "
+                   "the CPU cores shared out among them (default 1)")
     p.add_argument("--init", default=None,
                    help="checkpoint of train.py experiment=procedural_manet that both branches start from "
                         "(default: train it first; 'none': random initialisation)")
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         p.error(f"--epochs {args.epochs}: expected at least 1")
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: expected at least 1")
 
     if args.init not in (None, "none") and not Path(args.init).is_file():
         p.error(f"--init {args.init}: no such file; expected a checkpoint that "
@@ -107,16 +112,24 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"MA-52 stand-in MANet: test F1_mean {100 * metrics['test']['F1_mean']:.2f} "
               f"({seconds['ma52_manet']:.0f} s)", flush=True)
     row_overrides = overrides if init == "none" else [*overrides, f"model.pretrained={init}"]
-    for row in args.rows:
-        for seed in args.seeds:
-            name = f"{row}_seed{seed}"
-            metrics, seconds[name] = train_run(REPO, f"{row} (seed {seed})", f"procedural_pro_{row}", out / name,
-                                               row_overrides, seed, args.epochs)
-            test = metrics["test"]
-            runs.setdefault(row, []).append(test)
-            print(f"{row} seed {seed}: test Acc {100 * test['emotion_acc']:.2f}, UF1 {100 * test['emotion_uf1']:.2f} "
-                  f"({seconds[name]:.0f} s)", flush=True)
-        results[row] = summarise(runs[row])
+    threads = threads_per_job(args.jobs)
+
+    def run_row(row: str, seed: int) -> tuple[dict, float]:
+        name = f"{row}_seed{seed}"
+        metrics, took = train_run(REPO, f"{row} (seed {seed})", f"procedural_pro_{row}", out / name, row_overrides,
+                                  seed, args.epochs, threads)
+        test = metrics["test"]
+        print(f"{row} seed {seed}: test Acc {100 * test['emotion_acc']:.2f}, UF1 {100 * test['emotion_uf1']:.2f} "
+              f"({took:.0f} s)", flush=True)
+        return test, took
+
+    # the rows after the MANet they start from, --jobs at a time
+    order = [(row, seed) for row in args.rows for seed in args.seeds]
+    done = run_parallel([lambda r=row, s=seed: run_row(r, s) for row, seed in order], args.jobs)
+    for (row, seed), (test, took) in zip(order, done):
+        seconds[f"{row}_seed{seed}"] = took
+        runs.setdefault(row, []).append(test)
+    results = {row: summarise(runs[row]) for row in args.rows}
 
     table = markdown_table(results, args.seeds)
     print("\nMA-52-Pro stand-in, test split (%)\n" + table)
