@@ -58,6 +58,10 @@ def test_quickstart_as_typed(checkout):
 # written losslessly (crf=0): at the default quality the encoder's choices, and so the decoded pixels, can differ
 # between two generations with the same seed; lossless frames are exactly the rendered ones. Ratios of clip
 # counts (52 clips per split), so exact comparison is meaningful.
+# The figures also depend on the CPU's math kernels (torch picks AVX2 or AVX-512 code, MKL picks its paths by
+# vendor): two epochs of float rounding differences move a few of 52 argmaxes. So they are pinned per kind of
+# machine the project has run on: PINNED for the machine of ec0b18e, and the figures of the same code on a
+# 2-core AMD EPYC with AVX2 (2026-12-02; commits 490d5ae and its successors gave them identically there).
 PINNED_SIZE = ["data.generate_kwargs.per_class=[1,1,1]", "data.generate_kwargs.crf=0", "data.num_segments=2",
                "data.input_size=32", "data.short_side=32", "model.depth=10", "trainer.max_epochs=2"]
 PINNED = {
@@ -70,6 +74,29 @@ PINNED = {
              "action_top5": 0.07692307978868484, "body_F1_macro": 0.13350340723991394,
              "body_F1_micro": 0.19230769574642181, "body_top1": 0.19230769574642181, "num_clips": 52.0},
 }
+PINNED_BY_MACHINE = {
+    ("AuthenticAMD", "AVX2"): {
+        "val": {"F1_mean": 0.0819954127073288, "action_F1_macro": 0.0, "action_F1_micro": 0.0, "action_top1": 0.0,
+                "action_top5": 0.11538461595773697, "body_F1_macro": 0.13567396998405457,
+                "body_F1_micro": 0.19230769574642181, "body_top1": 0.19230769574642181, "num_clips": 52.0},
+        "test": {"F1_mean": 0.11609804630279541, "action_F1_macro": 0.004743589553982019,
+                 "action_F1_micro": 0.03846153989434242, "action_top1": 0.03846153989434242,
+                 "action_top5": 0.09615384787321091, "body_F1_macro": 0.1904178410768509,
+                 "body_F1_micro": 0.23076923191547394, "body_top1": 0.23076923191547394, "num_clips": 52.0},
+    },
+}
+
+
+def machine_kind() -> tuple[str, str]:
+    """(CPU vendor, torch's CPU capability): what decides which math kernels a CPU run uses."""
+    import torch
+
+    vendor = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        vendor = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                       if ln.startswith("vendor_id")), "")
+    return vendor, torch.backends.cpu.get_cpu_capability()
 
 
 def test_quickstart_figures_are_pinned(tmp_path):
@@ -78,5 +105,5 @@ def test_quickstart_figures_are_pinned(tmp_path):
     run_as_typed("python train.py experiment=quickstart", checkout, PINNED_SIZE)
     (run,) = (checkout / "logs" / "train" / "runs").iterdir()
     metrics = json.loads((run / "metrics.json").read_text())
-    for split, pinned in PINNED.items():
-        assert {k: metrics[split][k] for k in pinned} == pinned, split
+    for split, pinned in PINNED_BY_MACHINE.get(machine_kind(), PINNED).items():
+        assert {k: metrics[split][k] for k in pinned} == pinned, (split, machine_kind())
