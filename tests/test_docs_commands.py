@@ -97,7 +97,7 @@ COVERED = {
         "::test_ablation_experiments_derive_from_the_procedural_recipe_as_the_papers_do); "
         "::test_compare_temporal_end_to_end trains "
         "tsn and tsm, test_compare_recipes.py::test_compare_recipes_as_documented experiment=procedural_manet "
-        "(15 full runs are 3 to 10 hours on 2 cores)",
+        "(15 full runs are 3 to 11 hours on 2 cores)",
     "python scripts/compare_temporal.py --models tsn tsm manet wo_se wo_emb --seeds 0 1 2 --jobs 2":
         "test_compare_temporal.py::test_ablations_over_two_seeds_end_to_end runs the script with --models wo_emb "
         "--seeds 0 1 --jobs 2 at tiny size: both runs at once, each with half the cores' threads (the 15 full runs "
