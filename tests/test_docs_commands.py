@@ -186,6 +186,10 @@ COVERED = {
     "python predict.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt input=videos/ predict.overlay=true":
         "test_predict.py runs it as printed from the repository root, on a copy of a tiny train.py run's "
         "checkpoint and a folder of videos written there",
+    "python predict.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt input=videos/ "
+    "predict.test_views.clips=3 predict.test_views.crops=3":
+        "test_predict.py::test_test_time_views_are_the_checkpoints_or_the_command_lines runs it as printed from the "
+        "repository root, on a copy of a tiny train.py run's checkpoint and a folder of videos written there",
     "python predict.py ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt input=videos.txt "
     "hydra.run.dir=logs/predict/runs/<time>":
         "test_predict.py runs it as printed, in the run folder of the folder command, and checks what it skipped",

@@ -44,6 +44,8 @@ DOC = REPO / "docs" / "predict.md"
 RUN = "logs/train/runs/<run>"
 FILE_CMD = f"python predict.py ckpt_path={RUN}/checkpoints/last.ckpt input=interview.mp4"
 FOLDER_CMD = f"python predict.py ckpt_path={RUN}/checkpoints/last.ckpt input=videos/ predict.overlay=true"
+VIEWS_CMD = (f"python predict.py ckpt_path={RUN}/checkpoints/last.ckpt input=videos/ "
+             "predict.test_views.clips=3 predict.test_views.crops=3")
 RESUME_CMD = (f"python predict.py ckpt_path={RUN}/checkpoints/last.ckpt input=videos.txt "
               "hydra.run.dir=logs/predict/runs/<time>")
 FPS = 10
@@ -223,7 +225,7 @@ def expected(runs):
 
 def test_the_documented_commands_are_the_ones_run():
     text = DOC.read_text()
-    for command in (FILE_CMD, FOLDER_CMD, RESUME_CMD):
+    for command in (FILE_CMD, FOLDER_CMD, RESUME_CMD, VIEWS_CMD):
         assert command in text
     # the window defaults and the statistic behind them are stated
     assert f"**{DEFAULT_WINDOW_S:g} s**" in text and f"**{DEFAULT_STRIDE_S:g} s**" in text
@@ -320,6 +322,83 @@ def test_a_rerun_in_the_same_folder_skips_the_finished_videos(runs, expected):
     for new, old in zip(rows, runs.before["predictions"]):
         assert new["video"] == old["video"] and new["top1_id"] == old["top1_id"]
         assert abs(float(new["top1_prob"]) - float(old["top1_prob"])) <= TOL
+
+
+def _views_by_hand(task, data, path: Path, first: int, end: int, clips: int, crops: int, average: str) -> np.ndarray:
+    """One window's probabilities over its test-time views, written out: clip k takes the frame at (k + 0.5) /
+    clips of each of T segments; three crops of the short side's size at the start, middle and end of the long
+    side (these frames are landscape), centred on the short side; the views' logits (or probabilities) averaged."""
+    t, size = task.num_segments, data["input_size"]
+    n = end - first
+    logits = []
+    for k in range(clips):
+        idx = first + np.minimum(np.floor((np.arange(t) + (k + 0.5) / clips) * n / t).astype(np.int64), n - 1)
+        frames = read_frames(path, lambda _: idx, short_side=data["short_side"])
+        h, w = frames.shape[1:3]
+        assert w > h
+        lefts = [0, (w - size) // 2, w - size] if crops == 3 else [round((w - size) / 2)]
+        top = round(h / 2 - size / 2) if crops == 3 else round((h - size) / 2)
+        for left in lefts:
+            x = (frames[:, top:top + size, left:left + size].astype(np.float32) / 255.0 - MEAN) / STD
+            with torch.no_grad():
+                logits.append(task(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))[None])["logits"][0])
+    views = torch.stack(logits).double()
+    if average == "logits":
+        return views.mean(0).softmax(0).numpy()
+    return views.softmax(1).mean(0).numpy()
+
+
+def test_test_time_views_are_the_checkpoints_or_the_command_lines(runs, tmp_path, caplog):
+    """A checkpoint trained with data.test_views predicts with its views; predict.test_views.* replaces them;
+    either way each window's probabilities are its views' average, computed here."""
+    ckpt = torch.load(runs.rec, map_location="cpu", weights_only=True)
+    ckpt["datamodule_hyper_parameters"]["test_views"] = {"clips": 2, "crops": 3, "average": "logits"}
+    viewed = tmp_path / "viewed.ckpt"
+    torch.save(ckpt, viewed)
+    task, data = _load(viewed)
+    path = runs.files["sub/long.mp4"]
+    windows = plan_windows(200, FPS, DEFAULT_WINDOW_S, DEFAULT_STRIDE_S)
+    # the documented command, as typed, on the training run's checkpoint (no views stored)
+    typed = _start(VIEWS_CMD, runs.tmp, tmp_path / "logs", {RUN: str(runs.rec.parents[1]),
+                                                             "input=videos/": f"input={runs.tmp}/videos/"})
+    cases = [(viewed, [], (2, 3, "logits")),
+             (viewed, ["predict.test_views.clips=3", "predict.test_views.average=softmax"], (3, 1, "softmax")),
+             (runs.rec, ["predict.test_views.crops=3"], (1, 3, "logits")),
+             (runs.rec, None, (3, 3, "logits"))]
+    for i, (ckpt_path, extra, (clips, crops, average)) in enumerate(cases):
+        if extra is None:
+            out = _only_run(tmp_path / "logs")
+            log, record_path = _finish(typed).stdout + (out / "predict.log").read_text(), out / "per_video" / "sub"
+        else:
+            out = tmp_path / f"out{i}"
+            record_path = out / "per_video"
+            caplog.clear()
+            with caplog.at_level("INFO", logger="microaction.predict"):
+                predict(compose_job("predict", [f"ckpt_path={ckpt_path}", f"input={path}",
+                                                "extras.print_config=false", *extra], out))
+            log = caplog.text
+        record = json.loads((record_path / "long.json").read_text())
+        assert record["settings"]["test_views"] == {"clips": clips, "crops": crops, "average": average}
+        assert f"{clips} temporal clip(s) x {crops} crop(s) per window, {average} averaged" in log
+        task_i, _ = _load(ckpt_path)
+        by_hand = np.stack([_views_by_hand(task_i, data, path, w.first, w.end, clips, crops, average)
+                            for w in windows[:4]])
+        np.testing.assert_allclose(np.array(record["probs"])[:4], by_hand, atol=TOL, rtol=0)
+    # without views the same checkpoint gives other figures: the views were used
+    first, end = windows[0].first, windows[0].end
+    plain = _window_probs(task, data, path, first, end)
+    assert np.abs(plain - _views_by_hand(task, data, path, first, end, 2, 3, "logits")).max() > 1e-4
+
+
+def test_bad_test_time_views_are_named(runs, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        predict(_config(tmp_path, runs.rec, runs.files["short.mp4"], "predict.test_views.crops=2",
+                        "predict.test_views.average=median"))
+    assert "predict.test_views.crops=2: expected 1 (centre crop) or 3" in str(err.value)
+    assert "predict.test_views.average='median': expected one of logits, softmax" in str(err.value)
+    with pytest.raises(ConfigError, match=r"predict.test_views=.*the emotion task has no test-time views"):
+        predict(_config(tmp_path, runs.emo, runs.tmp / "interview.mp4", "predict.test_views.clips=2"))
+    assert not (tmp_path / "out" / "per_video").exists()
 
 
 def _face_by_hand(frames: np.ndarray, size: int) -> torch.Tensor:

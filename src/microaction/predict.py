@@ -19,7 +19,9 @@ in the run folder:
 
 Frames are decoded as the evaluation loader decodes them (``read_frames`` / ``iter_window_frames``: the
 same frame numbers and short side), cropped with the datamodules' evaluation transform
-(``transforms.CenterCrop``) and normalised on the device (``transforms.normalize``). Long videos are
+(``transforms.CenterCrop``; with test-time views, the checkpoint's ``data.test_views`` or
+``predict.test_views``, each window's K temporal clips in 1 or 3 crops, the outputs averaged as evaluation
+averages them: ``tasks.views.forward_views``) and normalised on the device (``transforms.normalize``). Long videos are
 streamed: one forward decode, holding only the frames of the windows in flight. Windows of several
 videos share a batch (``predict.batch_size``).
 
@@ -43,10 +45,13 @@ import torch
 from . import reports
 from .data.faces import FaceTrack, FaceTrackError, FaceTrackMissingError, crop_faces, read_track, write_track
 from .data.ma52pro import body_frames, decode_short_side
-from .data.transforms import CenterCrop, normalize
+from .data.recipes import recipe_problems, views_of
+from .data.sampling import view_indices
+from .data.transforms import CenterCrop, ThreeCrop, normalize
 from .data.video import DecodeError, probe, read_frames
 from .overlay import cell_probabilities, overlay_short_side, write_overlay
 from .tasks import EmotionRecognition, MicroActionRecognition
+from .tasks.views import forward_views
 from .timeline import (
     DEFAULT_STRIDE_S,
     DEFAULT_THRESHOLD,
@@ -59,7 +64,6 @@ from .timeline import (
     merge_segments,
     plan_windows,
     plot_timeline,
-    sample_indices,
     write_timeline,
 )
 from .utils.atomic import atomic_open, save_figure, write_text_atomic
@@ -215,6 +219,8 @@ class PredictSettings:
     decode_threads: int = 1
     resume: bool = True
     progress: bool = True
+    # test-time views given on the command line (``predict.test_views.*``); None: the checkpoint's
+    test_views: dict | None = None
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any] | None) -> PredictSettings:
@@ -284,6 +290,14 @@ class PredictSettings:
             resolve_device(out.device)
         except ValueError as err:
             problems.append(str(err))
+        views = values.get("test_views")
+        if views is not None:
+            given = {k: v for k, v in views.items() if v is not None} if isinstance(views, Mapping) else views
+            if given:
+                view_problems = recipe_problems({"test_views": given}, prefix="predict.")
+                problems.extend(view_problems)
+                if not view_problems:
+                    out.test_views = views_of(given)
         if problems:
             raise ConfigError(problems)
         return out
@@ -324,9 +338,14 @@ class ClipSettings:
     face_margin: float = 0.25
     align_faces: bool = True
     face_short_side: int | None = None
+    # test-time views: temporal clips per window, spatial crops (1 or 3), how their outputs are averaged
+    clips: int = 1
+    crops: int = 1
+    average: str = "logits"
 
     @classmethod
-    def of(cls, task: torch.nn.Module, dm_cls: type | None, stored: Mapping[str, Any]) -> ClipSettings:
+    def of(cls, task: torch.nn.Module, dm_cls: type | None, stored: Mapping[str, Any],
+           test_views: Mapping[str, Any] | None = None) -> ClipSettings:
         import inspect
 
         from .data.datamodule import MA52DataModule
@@ -342,8 +361,21 @@ class ClipSettings:
             return params[key].default if key in params else fallback
 
         frames = getattr(task, "num_segments", None) or value("num_segments")
+        views = views_of(test_views if test_views is not None else value("test_views"))
         return cls(int(frames), value("input_size"), value("short_side"), int(value("face_size", 112)),
-                   float(value("face_margin", 0.25)), bool(value("align_faces", True)), value("face_short_side"))
+                   float(value("face_margin", 0.25)), bool(value("align_faces", True)), value("face_short_side"),
+                   int(views["clips"]), int(views["crops"]), str(views["average"]))
+
+    @property
+    def views(self) -> int:
+        """Views per window: temporal clips x spatial crops (1: the evaluation's single centre clip)."""
+        return self.clips * self.crops
+
+    def indices(self, window: Window) -> np.ndarray:
+        """The frames of ``window`` the network sees, as the evaluation loader samples a clip: the centre of each
+        of T segments, or with several temporal clips every clip's T frames one after the other
+        (``sampling.view_indices``)."""
+        return window.first + view_indices(window.num_frames, self.num_segments, self.clips)
 
     @property
     def decode_short_side(self) -> int | None:
@@ -354,8 +386,13 @@ class ClipSettings:
         """Decoded frames (uint8 [T, H, W, 3]) as the evaluation loader delivers them: uint8 [T, 3, h, w],
         scaled to ``short_side`` if they were decoded larger, centre-cropped to ``input_size`` (the
         datamodules' evaluation transform)."""
-        clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-        return CenterCrop(self.input_size)(body_frames(clip, self.short_side))
+        clip = body_frames(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2), self.short_side)
+        if self.views == 1:
+            return CenterCrop(self.input_size)(clip)
+        # the evaluation's views: each temporal clip cropped alone, [clips x crops, T, 3, h, w]
+        crop = ThreeCrop(self.input_size) if self.crops == 3 else CenterCrop(self.input_size)
+        parts = [crop(part) for part in clip.split(self.num_segments)]
+        return torch.cat([p if p.ndim == 5 else p.unsqueeze(0) for p in parts])
 
 
 def task_kind(task: torch.nn.Module, ckpt_path: str) -> str:
@@ -455,7 +492,7 @@ class _RecognitionJob(_Job):
         info = self._probe(video)
         s = self.settings
         windows = plan_windows(info["frames"], info["fps"], s.window_s, s.stride_s)
-        indices = sample_indices(windows, self.clip.num_segments)
+        indices = [self.clip.indices(w) for w in windows]
         if windows[0].whole:
             log.info("%s: %.2f s, shorter than one window (%g s): classified whole, %d frames over the whole video",
                      video.item.id, info["duration_s"], s.window_s, self.clip.num_segments)
@@ -470,7 +507,8 @@ class _RecognitionJob(_Job):
     @torch.inference_mode()
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         clips = normalize(batch["video"].to(self.device, non_blocking=True))
-        logits = self.task(clips)["logits"].float()
+        # with test-time views [N, V, T, 3, H, W]: the views' outputs averaged per window, as in evaluation
+        logits = forward_views(self.task, clips, self.clip.average)["logits"].float()
         return {"probs": logits.softmax(1).cpu().numpy()}
 
     def finish(self, video: _Video) -> dict:
@@ -826,13 +864,17 @@ def predict(cfg) -> dict[str, Any]:
 
     task, dm_cls, stored = load_task(str(ckpt_path))
     kind = task_kind(task, str(ckpt_path))
-    clip = ClipSettings.of(task, dm_cls, stored)
+    if kind == "emotion" and settings.test_views is not None and views_of(settings.test_views) != views_of(None):
+        raise ConfigError([f"predict.test_views={settings.test_views}: the emotion task has no test-time views "
+                           "(it sees T frames over the whole video once); leave predict.test_views unset"])
+    clip = ClipSettings.of(task, dm_cls, stored, settings.test_views)
     device = resolve_device(settings.device)
     task = task.eval().to(device)
     fingerprint: dict[str, Any] = {"checkpoint": str(ckpt_path.resolve()), "checkpoint_bytes": ckpt_path.stat().st_size,
                                    "task": kind}
     if kind == "recognition":
-        fingerprint.update(window_s=settings.window_s, stride_s=settings.stride_s, threshold=settings.threshold)
+        fingerprint.update(window_s=settings.window_s, stride_s=settings.stride_s, threshold=settings.threshold,
+                           test_views={"clips": clip.clips, "crops": clip.crops, "average": clip.average})
         if settings.faces is not None:
             log.warning("predict.faces=%s is not used: a recognition checkpoint has no face branch", settings.faces)
     else:
@@ -843,6 +885,9 @@ def predict(cfg) -> dict[str, Any]:
     job = job_cls(task, clip, settings, out_dir, device, fingerprint)
     log.info("%s: %s task, %d frames of %s px per clip (short side %s); %d video(s) from %s; device %s",
              ckpt_path, kind, clip.num_segments, clip.input_size, clip.short_side, len(items), cfg.input, device)
+    if clip.views > 1:
+        log.info("test-time views: %d temporal clip(s) x %d crop(s) per window, %s averaged%s", clip.clips, clip.crops,
+                 clip.average, "" if settings.test_views is not None else " (the checkpoint's data.test_views)")
 
     # per finished video only what the summary counts; the tables are assembled from the records on disk, so
     # memory does not grow with the number of windows predicted
