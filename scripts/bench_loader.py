@@ -53,6 +53,7 @@ from microaction.data.datamodule import MA52DataModule, default_num_workers  # n
 from microaction.data.layout import write_label_names, write_lists  # noqa: E402
 from microaction.data.prepare import EncodeSettings, prepare  # noqa: E402
 from microaction.utils.cli import parse_size  # noqa: E402
+from microaction.utils.cpus import usable_cpus  # noqa: E402
 from microaction.data.sampling import segment_indices  # noqa: E402
 from microaction.data.video import read_frames, write_clip  # noqa: E402
 
@@ -213,7 +214,7 @@ def main(argv=None) -> int:
     workers = default_num_workers() if args.workers is None else args.workers
     # As in a DataLoader worker: one torch thread, so per-core figures are per core.
     torch.set_num_threads(1)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = usable_cpus()
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_loader_"))
     release, cache = work / "release", work / f"cache{args.short_side}"

@@ -47,6 +47,7 @@ import av  # noqa: E402
 
 from microaction.data.sampling import segment_indices  # noqa: E402
 from microaction.utils.cli import parse_size  # noqa: E402
+from microaction.utils.cpus import usable_cpus  # noqa: E402
 from microaction.data.video import DecodeStats, read_frames, write_clip  # noqa: E402
 
 KINDS = ("gop", "one_keyframe")
@@ -190,7 +191,7 @@ def main(argv=None) -> int:
         p.error("--seconds, --fps and --gop-seconds must be positive")
     if args.frames < 1 or args.repeats < 1 or args.threads < 1:
         p.error("--frames, --repeats and --threads must be >= 1")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = usable_cpus()
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_long_decode_"))
     try:

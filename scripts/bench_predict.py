@@ -62,6 +62,7 @@ from microaction.timeline import (  # noqa: E402
     sample_indices,
 )
 from microaction.utils.cli import parse_size  # noqa: E402
+from microaction.utils.cpus import usable_cpus  # noqa: E402
 
 MODES = ("decode", "stream", "per_window")
 # The plan and the frame indices grow with the number of windows (here about 0.1 MB a minute of video);
@@ -220,7 +221,7 @@ def main(argv=None) -> int:
         p.error("--frames and --batch must be >= 1, --model-size >= 16")
     if args.model and min(args.size) < args.model_size:
         p.error(f"--size {args.size[0]}x{args.size[1]} is smaller than --model-size {args.model_size}")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = usable_cpus()
     w, h = args.size
     gop = max(1, round(args.gop_seconds * args.fps))
 

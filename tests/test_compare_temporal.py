@@ -136,7 +136,7 @@ def test_ablations_over_two_seeds_end_to_end(checkout):
     the tiny size, one validation batch): one run per seed, both at once, each with its share of the cores; the
     row's cells the mean ± sample std of its runs' own figures. wo_se's composition is checked above; it runs
     through the same code."""
-    from microaction.utils.comparison import cpu_count
+    from microaction.utils.cpus import usable_cpus
 
     runs = checkout / "logs" / "compare_temporal"
     before = set(runs.iterdir()) if runs.is_dir() else set()
@@ -164,7 +164,7 @@ def test_ablations_over_two_seeds_end_to_end(checkout):
         assert cells["F1_mean"] == f"{np.mean(f1):.2f} ± {np.std(f1, ddof=1):.2f}" and cells["n"] == "2"
     # --jobs 2: both runs were started with half the cores' threads, and each started before the other ended
     launched = [ln for ln in proc.stdout.splitlines() if ln.startswith("$ ")]
-    assert len(launched) == 2 and all(ln.startswith(f"$ OMP_NUM_THREADS={max(1, cpu_count() // 2)} ")
+    assert len(launched) == 2 and all(ln.startswith(f"$ OMP_NUM_THREADS={max(1, usable_cpus() // 2)} ")
                                       for ln in launched)
     spans = []
     for seed in (0, 1):

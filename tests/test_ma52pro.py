@@ -235,10 +235,10 @@ def test_compare_emotion_trains_the_three_rows_and_their_figures_match_sklearn(c
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(summary["results"]) == {"face", "action", "full"}
     # --jobs 2: the MANet alone with the machine's threads, then the three rows two at a time with half of them
-    from microaction.utils.comparison import cpu_count
+    from microaction.utils.cpus import usable_cpus
     launched = [ln for ln in proc.stdout.splitlines() if ln.startswith("$ ")]
     assert len(launched) == 4 and "experiment=procedural_manet" in launched[0] and "OMP_NUM_THREADS" not in launched[0]
-    assert all(ln.startswith(f"$ OMP_NUM_THREADS={max(1, cpu_count() // 2)} ") for ln in launched[1:])
+    assert all(ln.startswith(f"$ OMP_NUM_THREADS={max(1, usable_cpus() // 2)} ") for ln in launched[1:])
     assert "| Only face |" in proc.stdout and "| Full model |" in proc.stdout
     # the face branch has no action head: no mAP in its row
     assert "mAP" not in summary["results"]["face"] and "mAP" in summary["results"]["full"]

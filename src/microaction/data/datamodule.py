@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from ..labels import LabelSpace
 from ..utils.checks import ConfigError, batch_limit_problems, check_data_settings
+from ..utils.cpus import usable_cpus
 from .annotations import LAYOUT_HELP, AnnotationError, list_path, read_label_names, read_list
 from .dataset import MA52Dataset, collate_skipping
 from .person_boxes import boxes_path, person_centres
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def default_num_workers() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     return max(0, min(8, cpus - 1))
 
 

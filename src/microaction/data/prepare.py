@@ -44,6 +44,7 @@ from pathlib import Path
 
 from ..labels import LabelSpace
 from ..utils.atomic import write_text_atomic
+from ..utils.cpus import usable_cpus
 from .annotations import (SPLITS, AnnotationError, ClipRecord, UnsafeNameError, list_path, read_label_names,
                           read_list, video_dir)
 from .layout import write_lists
@@ -707,5 +708,5 @@ def _write_report(path: Path, source: Path, dest: Path | None, summary: Summary,
 
 
 def _default_workers() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     return max(1, cpus)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from ..results import Column, Row, Stat, Table
+from .cpus import usable_cpus
 
 T = TypeVar("T")
 
@@ -50,17 +51,12 @@ def prepare_data(repo: Path, experiment: str, overrides: list[str]) -> Path:
     return root
 
 
-def cpu_count() -> int:
-    """The CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def threads_per_job(jobs: int) -> int | None:
     """Torch's CPU threads for each of ``jobs`` runs at a time: the cores shared out (at least one); None for
     one job at a time (the runs choose, as a user's run does)."""
     if jobs < 1:
         raise ValueError(f"jobs={jobs}: expected at least 1")
-    return None if jobs == 1 else max(1, cpu_count() // jobs)
+    return None if jobs == 1 else max(1, usable_cpus() // jobs)
 
 
 def run_parallel(calls: Sequence[Callable[[], T]], jobs: int = 1) -> list[T]:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,6 +54,7 @@ import numpy as np
 
 from ...labels import LabelSpace
 from ...utils.atomic import write_text_atomic
+from ...utils.cpus import usable_cpus
 from ..annotations import SPLITS, list_path, name_problem, video_dir
 from ..layout import write_label_names
 from ..video import write_clip
@@ -470,7 +470,7 @@ def write_procedural_pro(
         raise ValueError(f"crf={crf!r}: expected an integer H.264 quality from 0 (lossless) to 51")
     specs = plan_pro(num_train, num_val, num_test, seed, fps, min_seconds, max_seconds, num_subjects)
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = usable_cpus()
     workers = max(1, int(workers))
     with StagingDir(root) as tmp:
         for split in SPLITS:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ....labels import LabelSpace
+from ....utils.cpus import usable_cpus
 from ...annotations import video_dir
 from ...layout import write_label_names, write_lists
 from ...video import write_clip
@@ -150,7 +150,7 @@ def write_procedural(
         raise ValueError(f"crf={crf!r}: expected an integer H.264 quality from 0 (lossless) to 51")
     specs, pools = plan(scale, seed, subject_disjoint, num_subjects, min_train)
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = usable_cpus()
     workers = max(1, int(workers))
     with StagingDir(root) as tmp:
         jobs = [(str(tmp), s, seed, size, amplitude, noise, jitter, audio, crf) for s in specs]
