@@ -10,7 +10,9 @@ W&B run. Numbers are checked against sklearn on the run's own per-clip predictio
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import json
 import re
 import subprocess
@@ -26,7 +28,7 @@ from wandb_offline import offline_runs
 
 EPOCHS = 2
 ARGS = [*(a for a in BASE_TINY if not a.startswith(("logger=", "trainer.max_epochs=", "trainer.limit_val_batches="))),
-        f"trainer.max_epochs={EPOCHS}", "logger=[csv,tensorboard,wandb]",
+        f"trainer.max_epochs={EPOCHS}", "logger=[csv,tensorboard,wandb]", "logger.wandb.log_model=true",
         # the whole val split (52 clips) in one batch: every class scored
         "trainer.limit_val_batches=1.0", "data.eval_batch_size=52"]
 
@@ -54,7 +56,9 @@ def logged_run(tiny_root, tmp_path_factory) -> dict:
     first = {"csv": (run_dir / "csv" / "metrics.csv").read_text(),
              "metrics": json.loads((run_dir / "metrics.json").read_text()),
              "events": sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")),
-             "wandb_id": (run_dir / "wandb_run_id").read_text().strip()}
+             "wandb_id": (run_dir / "wandb_run_id").read_text().strip(),
+             # the checkpoints as the first job left them (the resumed job rewrites last.ckpt)
+             "checkpoints": {p.name: _md5(p) for p in (run_dir / "checkpoints").glob("*.ckpt")}}
 
     # the same job again in its folder: it resumes from last.ckpt and runs a third epoch
     threads = torch.get_num_threads()
@@ -67,6 +71,11 @@ def logged_run(tiny_root, tmp_path_factory) -> dict:
                                        "data.eval_batch_size=4"], run_dir))
     torch.set_num_threads(threads)
     return {"run_dir": run_dir, "stdout": proc.stdout, "stderr": proc.stderr, "first": first, "resumed": resumed}
+
+
+def _md5(path: Path) -> str:
+    """A file's MD5 as W&B's manifests write it (base64)."""
+    return base64.b64encode(hashlib.md5(Path(path).read_bytes()).digest()).decode()
 
 
 def _csv_rows(text: str) -> list[dict[str, str]]:
@@ -160,6 +169,25 @@ def test_wandb_has_the_confusion_matrices_and_tables_of_the_final_evaluation(log
     for row in table["data"]:
         for key, value in zip(table["columns"][1:], row[1:]):
             assert value == pytest.approx(metrics[row[0]][key], abs=1e-6)
+
+
+def test_an_offline_run_logs_its_best_and_last_checkpoints_as_artifacts(logged_run):
+    """logger.wandb.log_model=true in an offline run (Lightning refuses it there): the best and the last
+    checkpoint as versions of the model-<run id> artifact, their contents those of the files."""
+    first = offline_runs(logged_run["run_dir"])[0]
+    best = Path(logged_run["first"]["metrics"]["best_checkpoint"]).name
+    assert best != "last.ckpt" and set(logged_run["first"]["checkpoints"]) == {best, "last.ckpt"}
+    logged = {}
+    for artifact in (a for a in first.artifacts if a.type == "model"):  # the tables are artifacts too
+        assert artifact.name == f"model-{first.run_id}"
+        (entry,) = artifact.manifest.contents
+        assert entry.path == "model.ckpt"
+        # W&B adds "latest" to each version as it is logged (the server keeps it on the newest)
+        logged[json.loads(artifact.metadata)["original_filename"]] = (set(artifact.aliases) - {"latest"},
+                                                                      entry.digest)
+    checkpoints = logged_run["first"]["checkpoints"]
+    assert logged == {best: ({"best"}, checkpoints[best]), "last.ckpt": ({"last"}, checkpoints["last.ckpt"])}
+    assert f"W&B: checkpoint(s) {best}, last.ckpt logged as artifact model-{first.run_id}" in logged_run["stdout"]
 
 
 def test_resumed_job_continues_the_same_wandb_run(logged_run):

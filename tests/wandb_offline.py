@@ -64,8 +64,8 @@ def _set(target: dict, path: list[str], value: Any) -> None:
 
 @dataclass
 class OfflineRun:
-    """What one offline run holds: its id, name and group, config, summary (final), history rows and
-    metric definitions."""
+    """What one offline run holds: its id, name and group, config, summary (final), history rows, metric
+    definitions and artifacts."""
 
     folder: Path
     run_id: str = ""
@@ -75,6 +75,8 @@ class OfflineRun:
     summary: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     metrics: list[Any] = field(default_factory=list)
+    # the logged artifacts (W&B's ArtifactRecord: name, type, aliases, metadata JSON, manifest entries)
+    artifacts: list[Any] = field(default_factory=list)
 
     @property
     def files(self) -> Path:
@@ -108,6 +110,8 @@ def read_run(folder: Path) -> OfflineRun:
             run.history.append({"/".join(_path(i)): json.loads(i.value_json) for i in record.history.item})
         elif kind == "metric":
             run.metrics.append(record.metric)
+        elif kind == "artifact":
+            run.artifacts.append(record.artifact)
     return run
 
 

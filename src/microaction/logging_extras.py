@@ -370,6 +370,45 @@ class RunLogs:
                 lg.save()
         return values
 
+    def log_checkpoints(self, trainer: L.Trainer) -> list[str]:
+        """``logger.wandb.log_model=true`` (or ``all`` in an offline run): the best and the last checkpoint as
+        versions of the ``model-<run id>`` artifact, aliased ``best``, and ``last`` and ``latest`` (one version
+        with all three when they are one file). An offline run keeps them for `wandb sync`. Returns the files."""
+        if rank_zero_only.rank != 0:
+            return []
+        loggers = [lg for lg in self.of("wandb") if getattr(lg, "microaction_log_model", False)]
+        ckpt = trainer.checkpoint_callback
+        if not loggers or ckpt is None:
+            return []
+        best = getattr(ckpt, "best_model_path", "")
+        # the latest weights: a save_last file, or the file of a callback that monitors nothing (conf/callbacks:
+        # last.ckpt); the newest of them
+        latest = [p for cb in trainer.checkpoint_callbacks
+                  for p in (getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")
+                            if getattr(cb, "monitor", "") is None else "") if p and Path(p).is_file()]
+        last = max(latest, key=lambda p: Path(p).stat().st_mtime_ns, default="")
+        files: dict[str, list[str]] = {}
+        for path, alias in ((best, "best"), (last, "last")):
+            if path and Path(path).is_file():
+                files.setdefault(str(Path(path).resolve()), []).append(alias)
+        if not files:
+            log.warning("W&B: logger.wandb.log_model is set but the run has no checkpoint file to log")
+            return []
+        import wandb
+
+        for lg in loggers:
+            run = lg.experiment
+            # best first, then last: W&B gives "latest" to the version logged last
+            for path, aliases in files.items():
+                metadata = {"original_filename": Path(path).name, "score": _number(getattr(ckpt, "best_model_score", None))
+                            if "best" in aliases else None, "monitor": getattr(ckpt, "monitor", None)}
+                artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata=metadata)
+                artifact.add_file(path, name="model.ckpt")
+                run.log_artifact(artifact, aliases=aliases)
+            log.info("W&B: checkpoint(s) %s logged as artifact model-%s (uploaded by `wandb sync`)",
+                     ", ".join(Path(f).name for f in files), run.id)
+        return list(files)
+
     def finish(self) -> None:
         """Flush and close the files of the loggers other than W&B after the evaluation's logging (the W&B
         run is finished by the pipeline)."""

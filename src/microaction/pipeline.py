@@ -303,6 +303,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 results.setdefault("clips", {})["train"] = _train_clips(module, dm)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         results["best_checkpoint"] = best or None
+        if cfg.get("train", True):
+            logs.log_checkpoints(trainer)
         if cfg.get("test", True):
             ckpt = best or None
             if cfg.get("train", True) and "val" in getattr(dm, "train_splits", ()):

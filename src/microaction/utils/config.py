@@ -233,7 +233,9 @@ def _set_offline(entry: DictConfig) -> None:
     # Said to wandb.init as well: Lightning's WANDB_MODE variable is ignored once wandb has read its
     # settings in this process (e.g. an earlier job of the sweep, or the server address looked up here).
     entry.mode = "offline"
-    entry.log_model = False  # an offline run cannot upload checkpoints
+    # Lightning refuses log_model offline; RunLogs.log_checkpoints logs the checkpoints as artifacts at the end
+    # of training instead, uploaded with the rest by `wandb sync`
+    entry.log_model = False
 
 
 def _wandb_dir(entry: DictConfig) -> str:
@@ -293,10 +295,18 @@ def instantiate_loggers(section: DictConfig | None, wandb_id: str | None = None)
         return []
     section = section.copy()
     auto_wandb: set[str] = set()
+    log_model: dict[str, Any] = {}
     for name, entry in section.items():
         if isinstance(entry, DictConfig) and str(entry.get("_target_", "")).endswith("WandbLogger"):
             group, job = sweep_identity()
             OmegaConf.set_struct(entry, False)
+            log_model[str(name)] = entry.get("log_model") or False
+            if log_model[str(name)] is True:
+                # the best and last checkpoints at the end of training, with those aliases, online or offline:
+                # RunLogs.log_checkpoints (Lightning's own would alias every ModelCheckpoint's file "best")
+                entry.log_model = False
+            if entry.get("offline") is True:
+                _set_offline(entry)
             if entry.get("group") is None and group:
                 entry.group = group
             if entry.get("name") is None:
@@ -315,7 +325,11 @@ def instantiate_loggers(section: DictConfig | None, wandb_id: str | None = None)
                 else:
                     auto_wandb.add(str(name))
     loggers = instantiate_dict(section, "logger")
+    named = [str(n) for n, e in section.items() if isinstance(e, DictConfig) and "_target_" in e]
     if auto_wandb:
-        named = [n for n, e in section.items() if isinstance(e, DictConfig) and "_target_" in e]
         loggers = [_start_wandb(lg, section[n]) if n in auto_wandb else lg for n, lg in zip(named, loggers)]
+    for n, lg in zip(named, loggers):
+        # log_model true, or "all" in an offline run (Lightning refuses it there): RunLogs.log_checkpoints
+        if log_model.get(n) is True or (log_model.get(n) and section[n].get("offline") is True):
+            lg.microaction_log_model = log_model[n]
     return loggers
