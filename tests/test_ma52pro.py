@@ -196,6 +196,8 @@ def test_each_branch_alone_and_the_ablation_without_lower_limb_labels():
         _task(drop=("legs",))
     with pytest.raises(ValueError, match="task.branches='both'"):
         _task("both")
+    with pytest.raises(ValueError, match="model.head=hierarchical: the emotion task takes the branches' features"):
+        _task(head="hierarchical")
 
 
 def test_a_branch_starts_from_an_ma52_checkpoint(tmp_path):

@@ -98,6 +98,12 @@ class EmotionRecognition(ClipTask):
                              "needs MA-52-Pro's (data=ma52pro or data=ma52pro_procedural)")
         if branches not in BRANCHES:
             raise ValueError(f"task.branches={branches!r}: expected one of {', '.join(BRANCHES)}")
+        for key, net in (("model", model), ("task.face_model", face_model)):
+            head = (net or {}).get("head", "linear")
+            if head != "linear":
+                # the branches are feature extractors: their own classifier heads are not used
+                raise ValueError(f"{key}.head={head}: the emotion task takes the branches' features, not their heads; "
+                                 "the hierarchical head is the MA-52 recognition task's (leave model.head=linear)")
         loss = dict(loss or {})
         unknown = sorted(set(loss) - LOSS_KEYS)
         if unknown:
