@@ -286,6 +286,8 @@ RUN = {
     "python train.py experiment=ma52_manet data.root=/fast/ma52_256": TINY_R18,
     "python scripts/bench_loader.py": BENCH_LOADER_TINY,
     "python scripts/bench_predict.py": ["--minutes", "0.2", "0.4", "--fps", "5"],
+    "python scripts/bench_jobs.py": ["--steps", "2", "--", *(t for t in TINY if not t.startswith("trainer.limit_val")),
+                                     "data.root={release}", "data.generate=null", "data.num_workers=0"],
     "python scripts/bench_loader.py --source /data/MA-52 --split val --clips 24": BENCH_LOADER_TINY,
     "python scripts/bench_model.py model=manet model.depth=18 --batch-size 2 --frames 8 --size 112 --device cpu "
     "--steps 3": BENCH_MODEL_TINY,
