@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.steps < 1:
         p.error(f"--steps {args.steps}: expected at least 1")
     if any(j < 2 for j in args.jobs):
-        p.error(f"--jobs {' '.join(map(str, args.jobs))}: expected counts of at least 2 (one at a time is the baseline)")
+        given = " ".join(map(str, args.jobs))
+        p.error(f"--jobs {given}: expected counts of at least 2 (one at a time is the baseline)")
     overrides = with_data_dir(REPO, args.overrides)
     root = prepare_data(REPO, args.experiment, overrides)
     cpus = usable_cpus()

@@ -400,8 +400,8 @@ class RunLogs:
             run = lg.experiment
             # best first, then last: W&B gives "latest" to the version logged last
             for path, aliases in files.items():
-                metadata = {"original_filename": Path(path).name, "score": _number(getattr(ckpt, "best_model_score", None))
-                            if "best" in aliases else None, "monitor": getattr(ckpt, "monitor", None)}
+                score = _number(getattr(ckpt, "best_model_score", None)) if "best" in aliases else None
+                metadata = {"original_filename": Path(path).name, "score": score, "monitor": getattr(ckpt, "monitor", None)}
                 artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata=metadata)
                 artifact.add_file(path, name="model.ckpt")
                 run.log_artifact(artifact, aliases=aliases)
