@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -34,8 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def one_run(run_dir: Path, experiment: str, steps: int, overrides: list[str], threads: int | None) -> float:
     """One training run of ``steps`` steps; returns its wall seconds. A failed run stops the benchmark."""
-    import os
-
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)

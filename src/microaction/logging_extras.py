@@ -381,11 +381,13 @@ class RunLogs:
         if not loggers or ckpt is None:
             return []
         best = getattr(ckpt, "best_model_path", "")
-        # the latest weights: a save_last file, or the file of a callback that monitors nothing (conf/callbacks:
-        # last.ckpt); the newest of them
-        latest = [p for cb in trainer.checkpoint_callbacks
-                  for p in (getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")
-                            if getattr(cb, "monitor", "") is None else "") if p and Path(p).is_file()]
+        # the latest weights: the newest save_last file, or file of a callback that monitors nothing (last.ckpt)
+        latest = []
+        for cb in trainer.checkpoint_callbacks:
+            latest.append(getattr(cb, "last_model_path", ""))
+            if getattr(cb, "monitor", "") is None:
+                latest.append(getattr(cb, "best_model_path", ""))
+        latest = [p for p in latest if p and Path(p).is_file()]
         last = max(latest, key=lambda p: Path(p).stat().st_mtime_ns, default="")
         files: dict[str, list[str]] = {}
         for path, alias in ((best, "best"), (last, "last")):

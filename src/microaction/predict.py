@@ -47,7 +47,7 @@ from .data.faces import FaceTrack, FaceTrackError, FaceTrackMissingError, crop_f
 from .data.ma52pro import body_frames, decode_short_side
 from .data.recipes import recipe_problems, views_of
 from .data.sampling import view_indices
-from .data.transforms import CenterCrop, ThreeCrop, normalize
+from .data.transforms import CenterCrop, eval_crop, normalize, view_clips
 from .data.video import DecodeError, probe, read_frames
 from .overlay import cell_probabilities, overlay_short_side, write_overlay
 from .tasks import EmotionRecognition, MicroActionRecognition
@@ -389,10 +389,8 @@ class ClipSettings:
         clip = body_frames(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2), self.short_side)
         if self.views == 1:
             return CenterCrop(self.input_size)(clip)
-        # the evaluation's views: each temporal clip cropped alone, [clips x crops, T, 3, h, w]
-        crop = ThreeCrop(self.input_size) if self.crops == 3 else CenterCrop(self.input_size)
-        parts = [crop(part) for part in clip.split(self.num_segments)]
-        return torch.cat([p if p.ndim == 5 else p.unsqueeze(0) for p in parts])
+        # the evaluation's views, [clips x crops, T, 3, h, w], cut as the dataset cuts them
+        return view_clips(clip, self.num_segments, eval_crop(self.input_size, self.crops))
 
 
 def task_kind(task: torch.nn.Module, ckpt_path: str) -> str:

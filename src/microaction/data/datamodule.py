@@ -21,7 +21,7 @@ from .person_boxes import boxes_path, person_centres
 from .recipes import ConcatClips, make_rare_aug, rare_of, recipe_problems, views_of
 from .samplers import ClassBalancedSampler, UnpaddedDistributedSampler
 from .synthetic import get_generator
-from .transforms import CenterCrop, MultiScaleCrop, ThreeCrop, normalize
+from .transforms import MultiScaleCrop, eval_crop, normalize
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +393,7 @@ class MA52DataModule(ClipDataModule):
         if train:
             transform = MultiScaleCrop(hp.input_size, scales=hp.scales, flip_p=hp.flip_p)
         else:
-            transform = ThreeCrop(hp.input_size) if views["crops"] == 3 else CenterCrop(hp.input_size)
+            transform = eval_crop(hp.input_size, views["crops"])
         dataset = self.dataset_class(
             self.root,
             split,

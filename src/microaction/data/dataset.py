@@ -16,6 +16,7 @@ from ..utils.checks import check_data_settings
 from .annotations import LAYOUT_HELP, list_path, read_list, video_dir
 from .manifest import read_manifest, resolve_manifest
 from .sampling import segment_indices, view_indices, window_indices
+from .transforms import view_clips
 from .video import DecodeError, read_frames
 
 log = logging.getLogger(__name__)
@@ -223,9 +224,7 @@ class MA52Dataset(Dataset):
             return self.rare.transform(clip, centre) if centre is not None else self.rare.transform(clip)
         if self.train or self.views == (1, 1):
             return self.transform_clip(clip, centre)
-        # views: each temporal clip transformed alone (a multi-crop transform gives [crops, T, 3, h, w])
-        parts = [self.transform_clip(part, centre) for part in clip.split(self.num_segments)]
-        return torch.cat([p if p.ndim == 5 else p.unsqueeze(0) for p in parts])
+        return view_clips(clip, self.num_segments, lambda part: self.transform_clip(part, centre))
 
     def transform_clip(self, clip: torch.Tensor, centre: tuple[float, float] | None = None) -> torch.Tensor:
         if self.transform is None:

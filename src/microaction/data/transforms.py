@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -120,6 +120,19 @@ class ThreeCrop:
             top = _origin(h, ch, cy)
             spots = [(top, left) for left in (0, (w - cw) // 2, w - cw)]
         return torch.stack([clip[:, :, t : t + ch, x : x + cw] for t, x in spots]).contiguous()
+
+
+def eval_crop(size: int | Sequence[int], crops: int) -> CenterCrop | ThreeCrop:
+    """The evaluation crop of ``data.test_views.crops``: the centre crop (1) or three along the long side (3)."""
+    return ThreeCrop(size) if crops == 3 else CenterCrop(size)
+
+
+def view_clips(clip: torch.Tensor, num_segments: int, crop: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Test-time views of ``clip`` ([K x T, 3, H, W]: K temporal clips of T frames one after the other): each
+    temporal clip cropped alone by ``crop`` (one crop [T, 3, h, w], or several [C, T, 3, h, w]), all of them
+    as [K x C, T, 3, h, w]."""
+    parts = [crop(part) for part in clip.split(num_segments)]
+    return torch.cat([p if p.ndim == 5 else p.unsqueeze(0) for p in parts])
 
 
 def normalize(
