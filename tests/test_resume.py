@@ -1,10 +1,12 @@
 """A training process killed with SIGKILL resumes from its run folder's last checkpoint, keeping the
-metrics it logged before the kill."""
+metrics it logged before the kill; a run folder moved before it is resumed keeps its best checkpoints."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,3 +175,57 @@ def test_csv_logger_continues_a_file_cut_in_the_middle_of_a_row(tmp_path):
         {"epoch": "0", "step": "2", "train/loss": "0.5"},
         {"epoch": "1", "step": "3", "val/F1_mean": "0.25"},
     ]
+
+
+def _best_record(ckpt_file: Path) -> tuple[str, dict]:
+    """The state key and state of the checkpoint callback that tracks val/F1_mean in ``ckpt_file``."""
+    callbacks = torch.load(ckpt_file, map_location="cpu", weights_only=True)["callbacks"]
+    (key,) = [k for k, v in callbacks.items() if k.startswith("ModelCheckpoint") and v.get("monitor") == "val/F1_mean"]
+    return key, callbacks[key]
+
+
+def test_run_folder_moved_and_resumed_evaluates_its_own_best_checkpoint(killed_at_the_epoch, tmp_path):
+    from microaction.utils.resume import RunCheckpoint
+
+    old = killed_at_the_epoch["run_dir"]
+    moved = tmp_path / "moved"
+    shutil.copytree(old, moved)
+    key, state = _best_record(moved / "checkpoints" / "last.ckpt")
+    best_name = Path(state["best_model_path"]).name
+    assert Path(state["dirpath"]) == (old / "checkpoints").resolve()
+
+    # the record, read by the callback of the new folder: paths moved, scores kept
+    callback = RunCheckpoint(dirpath=moved / "checkpoints", monitor="val/F1_mean", mode="max")
+    assert callback.state_key == key
+    callback.load_state_dict(dict(state))
+    new_dir = (moved / "checkpoints").resolve()
+    assert Path(callback.best_model_path) == new_dir / best_name
+    assert callback.best_model_score == state["best_model_score"]
+    assert {Path(p).name: v for p, v in callback.best_k_models.items()} == \
+        {Path(p).name: v for p, v in state["best_k_models"].items()}
+    assert all(Path(p).parent == new_dir for p in callback.best_k_models)
+
+    # the finished run resumed in its new place evaluates the best checkpoint there, not the old folder's
+    args = [a for a in killed_at_the_epoch["args"] if a != "test=false"]
+    run_cli("train.py", [*args, f"hydra.run.dir={moved}"], tmp_path)
+    metrics = json.loads((moved / "metrics.json").read_text())
+    assert Path(metrics["best_checkpoint"]) == new_dir / best_name
+    assert isinstance(metrics["test"], dict) and "F1_mean" in metrics["test"]
+
+
+def test_moved_run_folder_without_its_best_checkpoint_is_refused_before_training(killed_at_the_epoch, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(killed_at_the_epoch["run_dir"], moved)
+    _, state = _best_record(moved / "checkpoints" / "last.ckpt")
+    best_name = Path(state["best_model_path"]).name
+    (moved / "checkpoints" / best_name).unlink()
+    last_before = (moved / "checkpoints" / "last.ckpt").read_bytes()
+
+    args = [*killed_at_the_epoch["args"], "trainer.max_epochs=3", f"hydra.run.dir={moved}"]
+    proc = run_cli("train.py", args, tmp_path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "does not hold; copy it there too, or start anew with ckpt_path=null" in out
+    assert best_name in out
+    # nothing trained, nothing rewritten
+    assert (moved / "checkpoints" / "last.ckpt").read_bytes() == last_before

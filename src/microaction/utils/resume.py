@@ -1,5 +1,6 @@
 """What a resumed run needs beyond Lightning's checkpoint: the random-number state, so it continues
-the draws of the run it replaces, and the metrics its folder already holds.
+the draws of the run it replaces, the metrics its folder already holds, and its checkpoint bookkeeping
+when the run folder has moved.
 
 Lightning's checkpoints hold weights, optimizer, schedulers, loop progress and callback states,
 but not the RNG streams that pick the next epoch's clip order, crops and dropout masks; without
@@ -9,15 +10,20 @@ them a run resumed at an epoch boundary takes a different path from one never in
 from __future__ import annotations
 
 import csv
+import logging
 import random
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+log = logging.getLogger(__name__)
 
 
 def _numpy_state_to_plain(state: tuple) -> tuple:
@@ -91,3 +97,51 @@ class AppendingCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose record of the best checkpoints survives the run folder being moved.
+
+    The checkpoint state names its files by absolute path. Resumed from a folder that was copied or moved
+    (``hydra.run.dir=<new place>``, a cluster's scratch mounted elsewhere), Lightning's own callback keeps the
+    old ``best_model_path`` and forgets the best score: the run then evaluates a file of the old folder (or
+    fails once that is gone), and its next validation becomes "best" whatever its score. This one moves the
+    record into its own folder: every file of the old folder is looked up under the same name in the new one,
+    scores kept. A file the record names that the new folder lacks stops the resume before training, naming it.
+
+    The state key is ``ModelCheckpoint``'s, so checkpoints written with either class resume with the other.
+    """
+
+    @property
+    def state_key(self) -> str:
+        key = super().state_key
+        return "ModelCheckpoint" + key[len(type(self).__qualname__):]
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and Path(old) != Path(self.dirpath):
+            state_dict = moved_checkpoint_state(state_dict, Path(old), Path(self.dirpath))
+        super().load_state_dict(state_dict)
+
+
+def moved_checkpoint_state(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
+    """A ``ModelCheckpoint`` state written in folder ``old``, its paths moved into ``new`` (files elsewhere
+    stay as they are). Raises FileNotFoundError naming a recorded checkpoint that ``new`` lacks."""
+
+    def move(path: Any) -> Any:
+        if not path or Path(path).parent != old:
+            return path
+        return str(new / Path(path).name)
+
+    moved = dict(state, dirpath=str(new))
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in state:
+            moved[key] = move(state[key])
+    moved["best_k_models"] = {move(path): score for path, score in (state.get("best_k_models") or {}).items()}
+    for path in (moved.get("best_model_path"), *moved["best_k_models"]):
+        if path and Path(path).parent == new and not Path(path).is_file():
+            raise FileNotFoundError(
+                f"resuming in a moved run folder: the checkpoint records {Path(path).name} (was in {old}), which "
+                f"{new} does not hold; copy it there too, or start anew with ckpt_path=null")
+    log.info("checkpoint records moved from %s to %s (the run folder moved)", old, new)
+    return moved
