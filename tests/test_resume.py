@@ -207,7 +207,9 @@ def test_run_folder_moved_and_resumed_evaluates_its_own_best_checkpoint(killed_a
 
     # the finished run resumed in its new place evaluates the best checkpoint there, not the old folder's
     args = [a for a in killed_at_the_epoch["args"] if a != "test=false"]
-    run_cli("train.py", [*args, f"hydra.run.dir={moved}"], tmp_path)
+    proc = run_cli("train.py", [*args, f"hydra.run.dir={moved}"], tmp_path)
+    # said once, though three callbacks read the record and validate and test restore it again
+    assert (proc.stdout + proc.stderr).count(f"checkpoint records moved from {old.resolve() / 'checkpoints'}") == 1
     metrics = json.loads((moved / "metrics.json").read_text())
     assert Path(metrics["best_checkpoint"]) == new_dir / best_name
     assert isinstance(metrics["test"], dict) and "F1_mean" in metrics["test"]

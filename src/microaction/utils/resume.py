@@ -143,5 +143,10 @@ def moved_checkpoint_state(state: dict[str, Any], old: Path, new: Path) -> dict[
             raise FileNotFoundError(
                 f"resuming in a moved run folder: the checkpoint records {Path(path).name} (was in {old}), which "
                 f"{new} does not hold; copy it there too, or start anew with ckpt_path=null")
-    log.info("checkpoint records moved from %s to %s (the run folder moved)", old, new)
+    if (old, new) not in _MOVES_LOGGED:  # once, not for each callback and each restore (validate, test)
+        _MOVES_LOGGED.add((old, new))
+        log.info("checkpoint records moved from %s to %s (the run folder moved)", old, new)
     return moved
+
+
+_MOVES_LOGGED: set[tuple[Path, Path]] = set()
