@@ -236,6 +236,11 @@ COVERED = {
 }
 
 NOT_HERE = {
+    "python train.py experiment=procedural_wo_se loss=released seed=0":
+        "a 20-minute training at the stand-in recipe's size; procedural_wo_se trains at tiny size in "
+        "test_compare_temporal.py",
+    "python train.py -m experiment=procedural_wo_se,procedural_manet loss=released seed=0,1,2":
+        "six such trainings (about two hours)",
     "python train.py -m hydra/launcher=submitit_slurm hydra.launcher.partition=... trainer=ddp trainer.devices=4 ...":
         "a template (`...`) for a SLURM cluster; test_distributed.py runs the submitit_local launcher",
     "torchrun ... train.py trainer=ddp hydra.run.dir=<run>": "a template (`...`) for several nodes",
