@@ -209,15 +209,35 @@ def test_run_folder_moved_and_resumed_evaluates_its_own_best_checkpoint(killed_a
     args = [a for a in killed_at_the_epoch["args"] if a != "test=false"]
     proc = run_cli("train.py", [*args, f"hydra.run.dir={moved}"], tmp_path)
     # said once, though three callbacks read the record and validate and test restore it again
-    assert (proc.stdout + proc.stderr).count(f"checkpoint records moved from {old.resolve() / 'checkpoints'}") == 1
+    said = f"checkpoint records written in {old.resolve() / 'checkpoints'} continue in {new_dir}"
+    assert (proc.stdout + proc.stderr).count(said) == 1
     metrics = json.loads((moved / "metrics.json").read_text())
     assert Path(metrics["best_checkpoint"]) == new_dir / best_name
     assert isinstance(metrics["test"], dict) and "F1_mean" in metrics["test"]
 
 
+def _record_written_in(ckpt_file: Path, gone: Path) -> None:
+    """Rewrites ``ckpt_file``'s checkpoint records as if they had been written in folder ``gone``."""
+    ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+    for state in ckpt["callbacks"].values():
+        if "dirpath" not in state:
+            continue
+        old = state["dirpath"]
+
+        def there(path):
+            return str(gone / Path(path).name) if path and Path(path).parent == Path(old) else path
+
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            state[key] = there(state.get(key))
+        state["best_k_models"] = {there(p): v for p, v in state["best_k_models"].items()}
+        state["dirpath"] = str(gone)
+    torch.save(ckpt, ckpt_file)
+
+
 def test_moved_run_folder_without_its_best_checkpoint_is_refused_before_training(killed_at_the_epoch, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(killed_at_the_epoch["run_dir"], moved)
+    _record_written_in(moved / "checkpoints" / "last.ckpt", tmp_path / "gone" / "checkpoints")  # old folder gone
     _, state = _best_record(moved / "checkpoints" / "last.ckpt")
     best_name = Path(state["best_model_path"]).name
     (moved / "checkpoints" / best_name).unlink()
@@ -227,7 +247,40 @@ def test_moved_run_folder_without_its_best_checkpoint_is_refused_before_training
     proc = run_cli("train.py", args, tmp_path, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "does not hold; copy it there too, or start anew with ckpt_path=null" in out
+    assert "which neither that folder nor" in out and "start anew with ckpt_path=null" in out
     assert best_name in out
     # nothing trained, nothing rewritten
     assert (moved / "checkpoints" / "last.ckpt").read_bytes() == last_before
+
+
+def test_run_continued_in_a_new_folder_keeps_its_best_where_it_is_and_leaves_the_old_folder_alone(
+        killed_at_the_epoch, tmp_path):
+    """``ckpt_path=<old run>/checkpoints/last.ckpt`` with a new run folder: the old folder still holds the best
+    checkpoint, so the record keeps pointing there (score kept); the old folder loses and gains nothing."""
+    from microaction.utils.resume import RunCheckpoint
+
+    old = killed_at_the_epoch["run_dir"] / "checkpoints"
+    key, state = _best_record(old / "last.ckpt")
+    callback = RunCheckpoint(dirpath=tmp_path / "empty", monitor="val/F1_mean", mode="max")
+    callback.load_state_dict(dict(state))
+    assert callback.best_model_path == state["best_model_path"] and Path(callback.best_model_path).is_file()
+    assert callback.best_model_score == state["best_model_score"]
+    assert callback.best_k_models == state["best_k_models"]
+
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    new = tmp_path / "continued"
+    args = [a for a in killed_at_the_epoch["args"] if a != "test=false"]
+    run_cli("train.py", [*args, f"ckpt_path={old / 'last.ckpt'}", "trainer.max_epochs=3", f"hydra.run.dir={new}"],
+            tmp_path)
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before
+    ckpt = torch.load(new / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == 2
+    record = ckpt["callbacks"][key]
+    # the best so far is whichever scored higher: the old folder's, or one this run wrote into its own
+    best_path = Path(record["best_model_path"])
+    assert best_path.is_file() and best_path.parent in (old.resolve(), (new / "checkpoints").resolve())
+    assert record["best_model_score"] >= state["best_model_score"]
+    if best_path.parent == old.resolve():
+        assert record["best_model_score"] == state["best_model_score"]
+    metrics = json.loads((new / "metrics.json").read_text())
+    assert Path(metrics["best_checkpoint"]) == best_path

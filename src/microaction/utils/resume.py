@@ -105,9 +105,11 @@ class RunCheckpoint(ModelCheckpoint):
     The checkpoint state names its files by absolute path. Resumed from a folder that was copied or moved
     (``hydra.run.dir=<new place>``, a cluster's scratch mounted elsewhere), Lightning's own callback keeps the
     old ``best_model_path`` and forgets the best score: the run then evaluates a file of the old folder (or
-    fails once that is gone), and its next validation becomes "best" whatever its score. This one moves the
-    record into its own folder: every file of the old folder is looked up under the same name in the new one,
-    scores kept. A file the record names that the new folder lacks stops the resume before training, naming it.
+    fails once that is gone), and its next validation becomes "best" whatever its score. This one keeps the
+    scores and looks every file of the old folder up under the same name in the new one. A file the new folder
+    lacks but the old one still holds (a run continued in a new folder, ``ckpt_path=<old run>/.../last.ckpt``)
+    keeps its old path: it stays a candidate for best, and Lightning never deletes a file outside its own folder.
+    A file neither folder holds stops the resume before training, naming it.
 
     The state key is ``ModelCheckpoint``'s, so checkpoints written with either class resume with the other.
     """
@@ -125,13 +127,16 @@ class RunCheckpoint(ModelCheckpoint):
 
 
 def moved_checkpoint_state(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
-    """A ``ModelCheckpoint`` state written in folder ``old``, its paths moved into ``new`` (files elsewhere
-    stay as they are). Raises FileNotFoundError naming a recorded checkpoint that ``new`` lacks."""
+    """A ``ModelCheckpoint`` state written in folder ``old``, for a callback writing into ``new``: each file of
+    ``old`` recorded is taken from ``new`` under the same name where ``new`` holds it (the folder moved), else
+    left in ``old`` where ``old`` still holds it (the run continues in a new folder); files elsewhere stay as
+    they are. Raises FileNotFoundError naming a recorded best checkpoint that neither folder holds."""
 
     def move(path: Any) -> Any:
         if not path or Path(path).parent != old:
             return path
-        return str(new / Path(path).name)
+        moved = new / Path(path).name
+        return str(moved) if moved.is_file() or not Path(path).is_file() else path
 
     moved = dict(state, dirpath=str(new))
     for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
@@ -139,13 +144,16 @@ def moved_checkpoint_state(state: dict[str, Any], old: Path, new: Path) -> dict[
             moved[key] = move(state[key])
     moved["best_k_models"] = {move(path): score for path, score in (state.get("best_k_models") or {}).items()}
     for path in (moved.get("best_model_path"), *moved["best_k_models"]):
-        if path and Path(path).parent == new and not Path(path).is_file():
+        if path and not Path(path).is_file():
             raise FileNotFoundError(
-                f"resuming in a moved run folder: the checkpoint records {Path(path).name} (was in {old}), which "
-                f"{new} does not hold; copy it there too, or start anew with ckpt_path=null")
+                f"resuming in another run folder: the checkpoint records {Path(path).name} (written in {old}), "
+                f"which neither that folder nor {new} holds; copy it into {new}, or start anew with ckpt_path=null")
     if (old, new) not in _MOVES_LOGGED:  # once, not for each callback and each restore (validate, test)
         _MOVES_LOGGED.add((old, new))
-        log.info("checkpoint records moved from %s to %s (the run folder moved)", old, new)
+        kept = [path for path in (moved.get("best_model_path"), *moved["best_k_models"])
+                if path and Path(path).parent == old]
+        log.info("checkpoint records written in %s continue in %s%s", old, new,
+                 f" ({len(kept)} best checkpoint(s) kept where they are, in {old})" if kept else "")
     return moved
 
 
