@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from helpers import REPO, TINY, run_as_typed
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -98,6 +99,12 @@ COVERED = {
         "::test_compare_temporal_end_to_end trains "
         "tsn and tsm, test_compare_recipes.py::test_compare_recipes_as_documented experiment=procedural_manet "
         "(15 full runs are 3 to 11 hours on 2 cores)",
+    "python scripts/compare_temporal.py --models tsm manet wo_se --seeds 0 1 2 --jobs 2":
+        "test_compare_temporal.py::test_ablations_over_two_seeds_end_to_end runs the script with --seeds and --jobs 2 "
+        "at tiny size; ::test_compare_temporal_end_to_end trains tsm (9 full runs are 1.5 to 2.5 hours on 2 cores)",
+    "python scripts/compare_recipes.py -- loss=paper":
+        "test_compare_recipes.py::test_compare_recipes_as_documented runs the script; overrides after -- reach every "
+        "training run as for any Hydra override (the 2-seed table is 1.2 to 4.5 hours on 2 cores)",
     "python scripts/compare_temporal.py --models tsn tsm manet wo_se wo_emb --seeds 0 1 2 --jobs 2":
         "test_compare_temporal.py::test_ablations_over_two_seeds_end_to_end runs the script with --models wo_emb "
         "--seeds 0 1 --jobs 2 at tiny size: both runs at once, each with half the cores' threads (the 15 full runs "
@@ -239,6 +246,9 @@ NOT_HERE = {
     "python train.py experiment=procedural_wo_se loss=released seed=0":
         "a 20-minute training at the stand-in recipe's size; procedural_wo_se trains at tiny size in "
         "test_compare_temporal.py",
+    "python train.py -m experiment=procedural_manet loss=paper loss.alpha=0.1,0.5,1":
+        "three 14-minute trainings at the stand-in recipe's size; test_commands_as_typed.py::test_alpha_sweep_as_typed "
+        "runs a loss.alpha sweep as typed",
     "python train.py -m experiment=procedural_wo_se,procedural_manet loss=released seed=0,1,2":
         "six such trainings (about two hours)",
     "python train.py -m hydra/launcher=submitit_slurm hydra.launcher.partition=... trainer=ddp trainer.devices=4 ...":
@@ -286,6 +296,7 @@ RUN = {
     # the README sets the root once for this (`export MA52_ROOT=...`); here it is given as data.root
     "python train.py -m experiment=ma52_manet data.num_segments=4,8,16":
         ["data.root={release}", *(t for t in TINY_R18 if "num_segments" not in t)],
+    "python train.py -m experiment=ma52_manet loss=paper,released": ["data.root={release}", *TINY_R18],
     "python scripts/prepare_ma52.py /data/MA-52": [],
     "python scripts/prepare_ma52.py /data/MA-52 /fast/ma52_256": [],
     "python train.py experiment=ma52_manet data.root=/fast/ma52_256": TINY_R18,
@@ -384,7 +395,8 @@ def test_training_and_evaluation_commands(docs_run, checkout):
         assert len(f.read().splitlines()) == 1 + 52
 
 
-@pytest.mark.parametrize("command", ["python train.py -m experiment=ma52_manet data.num_segments=4,8,16"])
+@pytest.mark.parametrize("command", ["python train.py -m experiment=ma52_manet data.num_segments=4,8,16",
+                                     "python train.py -m experiment=ma52_manet loss=paper,released"])
 def test_sweep_commands(docs_run, checkout, command):
     multiruns = checkout / "logs" / "train" / "multiruns"
     before = set(multiruns.iterdir()) if multiruns.is_dir() else set()
@@ -394,6 +406,9 @@ def test_sweep_commands(docs_run, checkout, command):
     jobs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0]))
     assert [j.name for j in jobs] == [f"{i}_{key}={v}" for i, v in enumerate(values.split(","))]
     assert all((j / "metrics.json").is_file() for j in jobs)
+    if key == "loss":  # each job trained with the form it names (docs/label_embeddings.md)
+        forms = [yaml.safe_load((j / "config_resolved.yaml").read_text())["loss"] for j in jobs]
+        assert [(f["embedding_distance"], f["alpha"]) for f in forms] == [("euclidean", 5.0), ("mse", 50.0)]
 
 
 def test_preparation_commands(docs_run, checkout):
